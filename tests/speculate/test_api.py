@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from surefast.errors import SurefastError
-from surefast.speculate import SageConfig, SpeculativeDecoder, StaticTreeConfig
+from surefast.speculate import DynamicTreeConfig, SageConfig, SpeculativeDecoder
 from surefast.speculate.api import METHODS, speculative_generate, stream_text
 
 
@@ -27,7 +27,7 @@ def test_every_method_gives_the_target_greedy_output(pair):
     target, draft = pair
     outputs = {m: speculative_generate(target, draft, PROMPT, method=m, max_new_tokens=20, eos_token_id=None)
                for m in METHODS}  # fmt: skip
-    reference = outputs["target"].tokens
+    reference = outputs["ar"].tokens
     assert len(reference) == 20
     for method, out in outputs.items():
         assert out.tokens == reference, method
@@ -36,7 +36,7 @@ def test_every_method_gives_the_target_greedy_output(pair):
         assert s.total_s >= s.prefill_s > 0 and s.tokens_per_s > 0 and s.e2e_tokens_per_s > 0
         assert s.tokens_per_forward >= 1.0
         assert 1 <= s.first_tokens <= s.new_tokens
-    assert outputs["target"].stats.target_forwards == 20 and outputs["target"].stats.tokens_per_forward == 1.0
+    assert outputs["ar"].stats.target_forwards == 20 and outputs["ar"].stats.tokens_per_forward == 1.0
     assert outputs["hf-assisted"].stats.draft_forwards > 0
     sage = outputs["sage"].stats
     assert len(sage.steps) == sage.target_forwards - 1
@@ -51,7 +51,7 @@ def test_every_method_gives_the_target_greedy_output(pair):
 
 def test_stream_yields_accepted_chunks(pair):
     target, draft = pair
-    dec = SpeculativeDecoder(target, draft, StaticTreeConfig(depth=3, width=2, budget=6))
+    dec = SpeculativeDecoder(target, draft, DynamicTreeConfig(depth=3, width=2, budget=6))
     chunks = list(dec.stream(PROMPT, 25, eos_token_id=None))
     assert len(chunks[0]) == 1  # the prefill's token comes first, on its own
     assert [len(c) for c in chunks[1:]] == [s.emitted for s in dec.stats.steps]
@@ -72,7 +72,7 @@ def test_stream_text_matches_decode(tiny_tok, pair):
 def test_auto_eos_comes_from_the_target(pair):
     target, draft = pair
     out = speculative_generate(target, draft, PROMPT, method="sage", max_new_tokens=40)
-    ref = speculative_generate(target, draft, PROMPT, method="target", max_new_tokens=40)
+    ref = speculative_generate(target, draft, PROMPT, method="ar", max_new_tokens=40)
     assert out.tokens == ref.tokens
     eos = target.generation_config.eos_token_id
     assert out.tokens[-1] == eos or len(out.tokens) == 40
@@ -91,7 +91,7 @@ def test_draft_with_a_larger_vocabulary(tiny):
     draft = tiny("llama", seed=0)
     draft.resize_token_embeddings(target.config.vocab_size + 16)
     out = SpeculativeDecoder(target, draft, SageConfig(budget=8)).generate(PROMPT, 16, eos_token_id=None)
-    ref = speculative_generate(target, None, PROMPT, method="target", max_new_tokens=16, eos_token_id=None)
+    ref = speculative_generate(target, None, PROMPT, method="ar", max_new_tokens=16, eos_token_id=None)
     assert out.tokens == ref.tokens
 
 

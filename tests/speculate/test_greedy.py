@@ -11,13 +11,15 @@ from hypothesis import strategies as st
 from transformers import DynamicCache
 
 from surefast.models.tiny import TEXT_ARCHITECTURES, tiny_model
-from surefast.speculate import ChainConfig, SageConfig, SpeculativeDecoder, StaticTreeConfig
+from surefast.speculate import ChainConfig, DynamicTreeConfig, SageConfig, SpeculativeDecoder, StaticTreeConfig
 
 POLICIES = {
     "sage": SageConfig(),
     "sage-small": SageConfig(budget=6, max_depth=4, max_width=3),
     "chain": ChainConfig(depth=3),
-    "static": StaticTreeConfig(depth=3, width=3, budget=8),
+    "dynamic": DynamicTreeConfig(depth=3, width=3, budget=8),
+    "static-tree": StaticTreeConfig(),
+    "static-small": StaticTreeConfig(paths=((0,), (1,), (0, 0), (0, 1), (1, 0), (0, 0, 0))),
 }
 
 
@@ -70,7 +72,7 @@ def test_identical_draft_accepts_every_level(policy, tiny):
 def test_perturbed_draft_gives_nontrivial_acceptance(tiny, perturbed):
     target = tiny("qwen3", seed=0)
     draft = perturbed(target, scale=0.05, seed=2)
-    out = SpeculativeDecoder(target, draft, StaticTreeConfig(depth=4, width=2, budget=8)).generate(
+    out = SpeculativeDecoder(target, draft, DynamicTreeConfig(depth=4, width=2, budget=8)).generate(
         prompt_of(8, 6), 40, eos_token_id=None
     )
     accepted = out.stats.accepted_lengths

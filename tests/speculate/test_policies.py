@@ -10,12 +10,16 @@ import torch
 from surefast.errors import SurefastError
 from surefast.speculate.draft import allocate
 from surefast.speculate.policies import (
+    DEFAULT_STATIC_TREE,
     ChainConfig,
     ChainPolicy,
+    DynamicTreeConfig,
+    DynamicTreePolicy,
     SageConfig,
     SagePolicy,
     StaticTreeConfig,
     StaticTreePolicy,
+    fixed_fanout,
     make_policy,
     normalized_topk_entropy,
     policy_config,
@@ -70,15 +74,47 @@ def test_sage_entropy_smoothing_and_history():
     assert policy.shape().depth <= 6
 
 
-def test_static_and_chain_policies():
+def test_chain_dynamic_and_static_policies():
     assert ChainPolicy(ChainConfig(depth=5)).shape() == TreeShape(5, 1, 5)
-    assert StaticTreePolicy(StaticTreeConfig(depth=3, width=4, budget=10)).shape() == TreeShape(3, 4, 10)
+    assert DynamicTreePolicy(DynamicTreeConfig(depth=3, width=4, budget=10)).shape() == TreeShape(3, 4, 10)
+    shape = StaticTreePolicy(StaticTreeConfig()).shape()
+    assert (shape.depth, shape.width, shape.budget) == (5, 7, 25)  # the issue's 25-node, depth-5 default
+    assert shape.fanout is not None and sum(shape.fanout.values()) == 25 and shape.fanout[()] == 4
+
+
+def test_fixed_fanout_goldens_and_errors():
+    assert fixed_fanout(((0,), (1,), (0, 0))) == {(): 2, (0,): 1}
+    assert len(DEFAULT_STATIC_TREE) == 25 and max(map(len, DEFAULT_STATIC_TREE)) == 5
+    with pytest.raises(ValueError, match="no parent"):
+        fixed_fanout(((0,), (1, 0)))
+    with pytest.raises(ValueError, match="skips one"):
+        fixed_fanout(((0,), (2,)))
+    with pytest.raises(ValueError, match="twice"):
+        fixed_fanout(((0,), (0,)))
+    with pytest.raises(ValueError):
+        StaticTreeConfig(paths=((0,), (0, 1)))
+
+
+def test_fixed_tree_is_grown_exactly():
+    """With target == draft (greedy), the drafted tree has exactly the configured rank paths."""
+    from surefast.models.tiny import tiny_model
+    from surefast.speculate import SpeculativeDecoder
+
+    model = tiny_model("llama", 0)
+    paths = ((0,), (1,), (2,), (0, 0), (0, 1), (1, 0), (0, 0, 0))
+    dec = SpeculativeDecoder(model, model, StaticTreeConfig(paths=paths))
+    dec.generate(torch.tensor([[3, 4, 5]]), 12, eos_token_id=None)
+    full = [s for s in dec.stats.steps if s.shape.depth == 3]
+    assert full and all(s.tree_size == 7 and s.depth == 3 and s.width == 3 for s in full)
+    assert all(s.accepted == 3 for s in full)  # the draft's first-choice spine is always accepted
 
 
 def test_policy_registry_and_errors():
     assert policy_config("sage", budget=12) == SageConfig(budget=12)
     assert isinstance(make_policy("chain"), ChainPolicy)
     assert isinstance(make_policy(StaticTreeConfig()), StaticTreePolicy)
+    assert isinstance(make_policy("dynamic"), DynamicTreePolicy)
+    assert policy_config("static_tree") == StaticTreeConfig()
     with pytest.raises(SurefastError, match="did you mean 'sage'"):
         policy_config("sag")
     with pytest.raises(SurefastError, match="did you mean 'budget'"):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from surefast.speculate import SageConfig, SamplingConfig, SpeculativeDecoder, StaticTreeConfig
+from surefast.speculate import DynamicTreeConfig, SageConfig, SamplingConfig, SpeculativeDecoder, StaticTreeConfig
 from surefast.speculate.tree import TokenTree
 from surefast.speculate.verify import draw_children, probs, verify_sample
 
@@ -91,7 +91,8 @@ def _markov_transitions(tokens: list[int]) -> dict[tuple[int, int], Counter]:
     ("policy", "sampling"),
     [
         (SageConfig(budget=8, max_width=3, max_depth=4), SAMPLE),
-        (StaticTreeConfig(depth=3, width=3, budget=7), SamplingConfig(temperature=0.7, top_k=4, top_p=0.9)),
+        (DynamicTreeConfig(depth=3, width=3, budget=7), SamplingConfig(temperature=0.7, top_k=4, top_p=0.9)),
+        (StaticTreeConfig(paths=((0,), (1,), (2,), (0, 0), (0, 1), (1, 0), (0, 0, 0))), SAMPLE),
     ],
 )
 def test_long_generation_follows_markov_target(policy, sampling):
@@ -122,7 +123,7 @@ def test_tiny_model_first_tokens_follow_target(tiny, perturbed):
     draft = hf_context_lm(perturbed(model, 0.1, 1), vocab)
     sampling = SamplingConfig(temperature=1.0, top_k=3)
     prompt = (5, 17, 42)
-    dec = SpeculativeDecoder(target, draft, StaticTreeConfig(depth=2, width=2, budget=4), sampling,
+    dec = SpeculativeDecoder(target, draft, DynamicTreeConfig(depth=2, width=2, budget=4), sampling,
                              torch.Generator().manual_seed(3))  # fmt: skip
     counts: Counter = Counter()
     accepted = 0
@@ -167,7 +168,7 @@ def test_sampling_is_reproducible_and_seed_dependent(tiny, perturbed):
 
 def test_identical_draft_accepts_almost_everything_when_sampling(tiny):
     target = tiny("qwen3", seed=0)
-    dec = SpeculativeDecoder(target, target, StaticTreeConfig(depth=4, width=2, budget=8),
+    dec = SpeculativeDecoder(target, target, DynamicTreeConfig(depth=4, width=2, budget=8),
                              SamplingConfig(temperature=0.8), torch.Generator().manual_seed(0))  # fmt: skip
     out = dec.generate(torch.tensor([[1, 2, 3]]), 40, eos_token_id=None)
     steps = out.stats.steps[:-1]

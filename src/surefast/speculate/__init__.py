@@ -10,8 +10,10 @@ from surefast.speculate.cache import KVCache
 from surefast.speculate.engine import SpecOutput, SpeculativeDecoder
 from surefast.speculate.model import CausalLM, HFCausalLM, as_causal_lm
 from surefast.speculate.policies import (
+    DEFAULT_STATIC_TREE,
     POLICY_CONFIGS,
     ChainConfig,
+    DynamicTreeConfig,
     SageConfig,
     StaticTreeConfig,
     make_policy,
@@ -23,7 +25,8 @@ from surefast.speculate.tune import BudgetReport, tune_budget
 from surefast.speculate.verify import GREEDY, SamplingConfig
 
 __all__ = [
-    "GREEDY", "METHODS", "POLICY_CONFIGS", "BudgetReport", "CausalLM", "ChainConfig", "HFCausalLM", "KVCache",
+    "DEFAULT_STATIC_TREE", "GREEDY", "METHODS", "POLICY_CONFIGS", "BudgetReport", "CausalLM", "ChainConfig",
+    "DynamicTreeConfig", "HFCausalLM", "KVCache",
     "SageConfig", "SamplingConfig", "SpecOutput", "SpecStats", "SpeculativeDecoder", "StaticTreeConfig", "StepRecord",
     "TreeShape", "as_causal_lm", "load_pair", "make_policy", "normalized_topk_entropy", "policy_config",
     "speculative_generate", "stream_text", "tune_budget",

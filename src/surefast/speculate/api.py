@@ -1,7 +1,7 @@
 """One entry point for every decoding method, with the same output and statistics.
 
-Methods: ``target`` (the target alone, ``model.generate``), ``sage`` / ``chain`` / ``static``
-(our engine with that policy) and ``hf-assisted`` (transformers' assisted generation with the
+Methods: ``ar`` (the target alone, ``model.generate``; ``target`` is accepted as an alias),
+``chain`` / ``static-tree`` / ``dynamic`` / ``sage`` (our engine with that policy) and ``hf-assisted`` (transformers' assisted generation with the
 draft as assistant, the peer users already have). All return :class:`SpecOutput`, so a CLI or a
 benchmark runs them side by side through one harness.
 """
@@ -22,27 +22,34 @@ from surefast.speculate.policies import POLICY_CONFIGS, PolicyConfig, policy_con
 from surefast.speculate.stats import SpecStats
 from surefast.speculate.verify import GREEDY, SamplingConfig
 
-HF_METHODS = ("target", "hf-assisted")
-METHODS: tuple[str, ...] = ("target", *POLICY_CONFIGS, "hf-assisted")
+HF_METHODS = ("ar", "hf-assisted")
+METHODS: tuple[str, ...] = ("ar", *POLICY_CONFIGS, "hf-assisted")
+ALIASES = {"target": "ar", "static": "static-tree", "eagle2": "dynamic", "assisted": "hf-assisted"}
 
 
 def check_method(method: str) -> str:
-    if method not in METHODS:
-        close = difflib.get_close_matches(method, METHODS, n=1)
+    """The canonical name of a decoding method (aliases and ``_`` for ``-`` accepted); helpful error otherwise."""
+    key = method.strip().lower().replace("_", "-")
+    key = ALIASES.get(key, key)
+    if key not in METHODS:
+        close = difflib.get_close_matches(key, [*METHODS, *ALIASES], n=1)
         raise SurefastError(f"unknown decoding method {method!r}",
                             f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(METHODS)}")  # fmt: skip
-    return method
+    return key
 
 
-def load_pair(target: str, draft: str, *, dtype: Any = None, device: str | None = None) -> tuple[Any, Any]:
+def load_pair(
+    target: str, draft: str, *, dtype: Any = None, device: str | None = None, progress: Any = None
+) -> tuple[Any, Any]:
     """Load a (target, draft) pair of model specs as :class:`~surefast.models.LoadedModel` s.
 
     Refuses pairs whose tokenizers disagree: the draft must read and write the target's token ids.
+    ``progress``: the ``(what, done, total)`` callback :func:`~surefast.models.load_model` takes.
     """
     from surefast.models import load_model
 
-    t = load_model(target, dtype=dtype, device=device)
-    d = load_model(draft, dtype=dtype, device=device)
+    t = load_model(target, dtype=dtype, device=device, progress=progress)
+    d = load_model(draft, dtype=dtype, device=device, progress=progress)
     if t.tokenizer.get_vocab() != d.tokenizer.get_vocab():
         raise SurefastError(f"{draft} does not share {target}'s tokenizer",
                             "speculative decoding needs a draft with the same vocabulary (e.g. a smaller model of the same family)")  # fmt: skip
@@ -67,7 +74,7 @@ def speculative_generate(
     adapters for the engine methods). ``policy`` overrides the method's default config
     (e.g. ``SageConfig(budget=32)``). ``eos_token_id="auto"`` stops at the target's EOS tokens.
     """
-    check_method(method)
+    method = check_method(method)
     if method in HF_METHODS:
         return hf_generate(target, draft if method == "hf-assisted" else None, input_ids, sampling=sampling,
                            max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, generator=generator)  # fmt: skip
@@ -181,7 +188,7 @@ def hf_generate(
     total = time.perf_counter() - start
     tokens = out[0, ids.shape[1] :].tolist()
     stats = SpecStats(
-        method="hf-assisted" if assistant is not None else "target",
+        method="hf-assisted" if assistant is not None else "ar",
         prompt_tokens=ids.shape[1], new_tokens=len(tokens),
         target_forwards=t_calls.calls, draft_forwards=d_calls.calls,
         prefill_s=(clock.first - start) if clock.first is not None else total, total_s=total,

@@ -5,7 +5,8 @@ The draft keeps its own cache. At the start of a step it holds the committed seq
 feeds ``pending + [root]`` as a plain causal chain; each later forward feeds one new level of
 the tree, every node attending to the committed prefix and to its own ancestors.
 
-Which nodes a level gets (``width`` per level, ``budget`` in all): the best (parent, rank)
+Which nodes a level gets (``width`` per level, ``budget`` in all): for a fixed tree, the
+children counts its rank paths give (``TreeShape.fanout``); otherwise the best (parent, rank)
 pairs by cumulative draft log-probability, ``score(parent) + log q_parent(rank-th token)``,
 computed from the *values* of each frontier node's sorted distribution, with one slot kept
 for the draft's own first-choice chain (the *spine*). That fixes how many
@@ -107,17 +108,24 @@ def grow_tree(
     q = {0: q_front[0]}
     entropy = {0: float(normalized_topk_entropy(logits, entropy_topk)[0])}
     fed: list[int] = []
+    rank_path: dict[int, tuple[int, ...]] = {0: ()}  # node -> ranks of its tokens among their siblings
     for level in range(1, shape.depth + 1):
         room = min(shape.width, shape.budget - (len(tree) - 1))
         if room <= 0:
             break
-        scores = torch.tensor([tree.scores[f] for f in frontier], device=q_front.device)
-        counts = allocate(scores, q_front, room, frontier.index(spine) if spine in frontier else None)
+        if shape.fanout is not None:  # a fixed tree: children per node by its rank path
+            counts = [shape.fanout.get(rank_path[f], 0) for f in frontier]
+        else:
+            scores = torch.tensor([tree.scores[f] for f in frontier], device=q_front.device)
+            counts = allocate(scores, q_front, room, frontier.index(spine) if spine in frontier else None)
         drawn = draw_children(q_front, counts, sampling, generator)
         new = []
         for row, (f, tokens) in enumerate(zip(frontier, drawn, strict=True)):
             logq = torch.log(q_front[row, tokens]).tolist() if tokens else []
-            new += [tree.add(t, f, tree.scores[f] + lq) for t, lq in zip(tokens, logq, strict=True)]
+            for rank, (t, lq) in enumerate(zip(tokens, logq, strict=True)):
+                node = tree.add(t, f, tree.scores[f] + lq)
+                rank_path[node] = (*rank_path[f], rank)
+                new.append(node)
         spine = tree.children[spine][0] if spine >= 0 and tree.children[spine] else -1
         if not new or level == shape.depth or len(tree) - 1 >= shape.budget:
             break  # the last level is verified by the target but never fed to the draft

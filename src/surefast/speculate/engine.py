@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -34,7 +34,7 @@ from surefast.errors import SurefastError
 from surefast.speculate.draft import Draft, check_draft_vocab, grow_tree
 from surefast.speculate.model import CausalLM, as_causal_lm
 from surefast.speculate.policies import POLICY_CONFIGS, PolicyConfig, make_policy, policy_config
-from surefast.speculate.stats import SpecStats, StepRecord, TreeShape
+from surefast.speculate.stats import SpecStats, StepRecord
 from surefast.speculate.tree import TokenTree, tree_attention_mask
 from surefast.speculate.verify import GREEDY, SamplingConfig, probs, verify_greedy, verify_sample
 
@@ -62,7 +62,7 @@ def _cut(tokens: list[int], eos: frozenset[int], room: int) -> tuple[list[int], 
 class SpeculativeDecoder:
     """Speculative decoding of ``target`` with ``draft`` (HF causal LMs or :class:`CausalLM`).
 
-    ``policy``: a name ("sage", "chain", "static") or a config; ``sampling``: greedy by default;
+    ``policy``: a name ("chain", "static-tree", "dynamic", "sage") or a config; ``sampling``: greedy by default;
     ``generator``: the only source of randomness under sampling (fixed seed, fixed output).
     After a generation, ``target_cache`` / ``draft_cache`` hold the final caches and ``stats`` the numbers.
     """
@@ -129,7 +129,7 @@ class SpeculativeDecoder:
             t0 = time.perf_counter()
             asked = policy.shape()
             room = max_new_tokens - stats.new_tokens
-            shape = TreeShape(min(asked.depth, room - 1), asked.width, asked.budget)  # no drafting past the limit
+            shape = replace(asked, depth=min(asked.depth, room - 1))  # no drafting past the limit
             root_pos = len(tcache)  # slot i holds position i, so the root sits right after the cache
 
             # 1-2. Draft a tree under the root.

@@ -1,4 +1,4 @@
-"""Tree-shape policies: vanilla chain, static tree, and SAGE's entropy-guided adaptive tree.
+"""Tree-shape policies: vanilla chain, fixed tree, EAGLE-2 style dynamic tree, SAGE's entropy-guided tree.
 
 A policy answers one question per step, *what tree shape now?* (:class:`TreeShape`: depth,
 width = new nodes per level, node budget), and learns from each finished step (``observe``).
@@ -67,25 +67,75 @@ class ChainConfig:
     depth: int = 4
 
 
+# The default fixed tree: 25 nodes, depth 5, as rank paths (child i of a node is its i-th best
+# draft token). Level sizes 4, 7, 7, 5, 2; most of the mass on the first-choice spine, like the
+# hand-tuned trees of Medusa / EAGLE-1 and the static SD-Tree baseline, scaled down.
+DEFAULT_STATIC_TREE: tuple[tuple[int, ...], ...] = (
+    (0,), (1,), (2,), (3,),
+    (0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0), (3, 0),
+    (0, 0, 0), (0, 0, 1), (0, 0, 2), (0, 1, 0), (0, 1, 1), (1, 0, 0), (2, 0, 0),
+    (0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 1, 0), (0, 1, 0, 0), (1, 0, 0, 0),
+    (0, 0, 0, 0, 0), (0, 0, 1, 0, 0),
+)  # fmt: skip
+
+
+def fixed_fanout(paths: tuple[tuple[int, ...], ...]) -> dict[tuple[int, ...], int]:
+    """Children per node of a fixed tree given by rank paths: ``{parent path: number of children}``.
+
+    Checks that the paths form a tree: every parent path is present (the root is ``()``) and
+    the children of a node are ranks ``0 .. k-1``. Raises ``ValueError`` otherwise.
+    """
+    seen = set(paths)
+    if len(seen) != len(paths):
+        raise ValueError("a fixed tree lists a path twice")
+    fanout: dict[tuple[int, ...], int] = {}
+    for path in paths:
+        if not path or min(path) < 0:
+            raise ValueError(f"invalid rank path {path!r} (non-empty, ranks >= 0)")
+        if len(path) > 1 and path[:-1] not in seen:
+            raise ValueError(f"rank path {path!r} has no parent {path[:-1]!r} in the tree")
+        fanout[path[:-1]] = fanout.get(path[:-1], 0) + 1
+    for path in paths:
+        if path[-1] >= fanout[path[:-1]]:
+            raise ValueError(f"children of {path[:-1]!r} must be ranks 0..k-1; {path!r} skips one")
+    return fanout
+
+
 @dataclass(frozen=True)
 class StaticTreeConfig:
-    """A fixed-shape tree every step (the paper's SD-Tree baseline): ``width`` best nodes per level.
+    """A fixed tree every step (the SD-Tree / SpecVLM static baseline), as rank paths.
 
-    Nodes of a level are the ``width`` best (parent, token) pairs by cumulative draft
-    log-probability (EAGLE-2's expansion, without its final re-ranking, which would not be
-    lossless under sampling).
+    ``paths``: one tuple per node, the ranks of the draft tokens from the root to it (``(0, 1)``:
+    the second-best child of the best first token). The shape never depends on the draft's
+    probabilities; only the tokens do. Default: :data:`DEFAULT_STATIC_TREE` (25 nodes, depth 5).
     """
 
-    depth: int = 4
-    width: int = 4
-    budget: int = 16
+    paths: tuple[tuple[int, ...], ...] = DEFAULT_STATIC_TREE
+
+    def __post_init__(self) -> None:
+        fixed_fanout(self.paths)
+
+
+@dataclass(frozen=True)
+class DynamicTreeConfig:
+    """EAGLE-2 style dynamic tree: each level takes the ``width`` best (parent, rank) pairs.
+
+    Pairs are ranked by cumulative draft log-probability over the whole frontier, so confident
+    branches get many children and unlikely ones none, up to ``budget`` nodes in all and
+    ``depth`` levels. EAGLE-2's final re-ranking of all drafted nodes is left out: it would look
+    at the drawn tokens and so break lossless sampling (:mod:`surefast.speculate.draft`).
+    """
+
+    depth: int = 5
+    width: int = 5
+    budget: int = 25
 
 
 @dataclass(frozen=True)
 class SageConfig:
     """SAGE entropy-guided adaptive trees; the formulas are in this module's docstring."""
 
-    budget: int = 24
+    budget: int = 25  # the same node budget as the static and dynamic trees' defaults
     min_depth: int = 1
     max_depth: int = 16
     min_width: int = 1
@@ -103,8 +153,10 @@ class SageConfig:
             raise ValueError(f"invalid SageConfig {self}")
 
 
-PolicyConfig = ChainConfig | StaticTreeConfig | SageConfig
-POLICY_CONFIGS: dict[str, type] = {"sage": SageConfig, "chain": ChainConfig, "static": StaticTreeConfig}
+PolicyConfig = ChainConfig | StaticTreeConfig | DynamicTreeConfig | SageConfig
+POLICY_CONFIGS: dict[str, type] = {
+    "chain": ChainConfig, "static-tree": StaticTreeConfig, "dynamic": DynamicTreeConfig, "sage": SageConfig,
+}  # fmt: skip
 
 
 class Policy(Protocol):
@@ -128,6 +180,20 @@ class ChainPolicy:
 
 class StaticTreePolicy:
     def __init__(self, config: StaticTreeConfig) -> None:
+        self.config, self.entropy_topk = config, 10
+        levels = [len(p) for p in config.paths]
+        widest = max(levels.count(d) for d in set(levels))
+        self._shape = TreeShape(max(levels), widest, len(config.paths), fanout=fixed_fanout(config.paths))
+
+    def shape(self) -> TreeShape:
+        return self._shape
+
+    def observe(self, step: StepRecord) -> None:
+        pass
+
+
+class DynamicTreePolicy:
+    def __init__(self, config: DynamicTreeConfig) -> None:
         self.config, self.entropy_topk = config, 10
 
     def shape(self) -> TreeShape:
@@ -170,8 +236,8 @@ class SagePolicy:
 
 
 def policy_config(name: str, **overrides: Any) -> PolicyConfig:
-    """The config named ``name`` ("sage", "chain", "static") with ``overrides``; helpful errors."""
-    key = name.strip().lower().replace("-", "_")
+    """The config named ``name`` ("chain", "static-tree", "dynamic", "sage") with ``overrides``; helpful errors."""
+    key = name.strip().lower().replace("_", "-")
     if key not in POLICY_CONFIGS:
         close = difflib.get_close_matches(key, POLICY_CONFIGS, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(POLICY_CONFIGS)}"
@@ -194,6 +260,8 @@ def make_policy(config: PolicyConfig | str) -> Policy:
         return SagePolicy(config)
     if isinstance(config, StaticTreeConfig):
         return StaticTreePolicy(config)
+    if isinstance(config, DynamicTreeConfig):
+        return DynamicTreePolicy(config)
     if isinstance(config, ChainConfig):
         return ChainPolicy(config)
     raise TypeError(f"not a policy config: {config!r}")

@@ -9,11 +9,17 @@ from typing import Any
 
 @dataclass(frozen=True)
 class TreeShape:
-    """The tree a policy asks for: at most ``depth`` levels, ``width`` new nodes per level, ``budget`` nodes."""
+    """The tree a policy asks for: at most ``depth`` levels, ``width`` new nodes per level, ``budget`` nodes.
+
+    ``fanout`` (fixed trees only): children per node, keyed by the node's rank path
+    (:func:`surefast.speculate.policies.fixed_fanout`); ``None`` lets the draft allocate children
+    by cumulative draft probability.
+    """
 
     depth: int
     width: int
     budget: int
+    fanout: dict[tuple[int, ...], int] | None = field(default=None, repr=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.depth < 0 or self.width < 1 or self.budget < 0:
@@ -119,5 +125,8 @@ class SpecStats:
 
     def to_dict(self) -> dict[str, Any]:
         out = self.summary()
-        out["step_records"] = [asdict(s) for s in self.steps]
+        records = [asdict(s) for s in self.steps]
+        for r in records:
+            r["shape"].pop("fanout")  # a fixed tree's layout is in the policy config, not in every step
+        out["step_records"] = records
         return out
