@@ -19,7 +19,7 @@ err_console = Console(stderr=True)
 
 
 def _register() -> None:
-    from surefast.cli import bench, compress, demo, models, report, study
+    from surefast.cli import bench, compress, demo, models, report, speculate, study
 
     app.add_typer(models.app, name="models")
     app.add_typer(bench.app, name="bench")
@@ -28,6 +28,7 @@ def _register() -> None:
     app.command("generate")(demo.generate)
     app.command("report")(report.report)
     app.command("compress")(compress.compress)
+    app.command("speculate")(speculate.speculate)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,211 @@
+"""``surefast speculate``: stream a speculative generation, then show what the decoder did.
+
+By default the target alone (``ar``) runs on the same prompt afterwards, so the speed-up and
+whether the output is identical (greedy) are printed next to the statistics.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from surefast.cli.progress import progress_bar
+from surefast.errors import SurefastError
+from surefast.models import parse_spec
+from surefast.speculate.api import HF_METHODS, check_method, load_pair, speculative_generate, stream_text
+from surefast.speculate.stats import SpecStats
+from surefast.speculate.verify import SamplingConfig
+
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_TARGET = "qwen2.5-coder-1.5b-instruct"
+DEFAULT_DRAFT = "qwen2.5-coder-0.5b-instruct"
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``["budget=16", "paths=((0,),(1,))"]`` -> ``{"budget": 16, "paths": ((0,), (1,))}`` (Python literals)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SurefastError(f"--option {pair!r} is not KEY=VALUE", "for example: --option budget=16")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError) as exc:
+            raise SurefastError(
+                f"--option {pair!r}: {value!r} is not a Python literal",
+                "numbers as 16 or 0.5, trees as ((0,), (1,), (0, 0))",
+            ) from exc
+    return out
+
+
+def sparkline(values: list[float], width: int = 60) -> str:
+    """A one-line bar chart of ``values`` in [0, 1] (NaN: a space), averaged down to ``width`` columns."""
+    if not values:
+        return ""
+    per = max(1, math.ceil(len(values) / width))
+    cols = []
+    for i in range(0, len(values), per):
+        chunk = [v for v in values[i : i + per] if not math.isnan(v)]
+        cols.append(" " if not chunk else BARS[min(len(BARS) - 1, int(sum(chunk) / len(chunk) * len(BARS)))])
+    return "".join(cols)
+
+
+def stats_table(stats: SpecStats, baseline: SpecStats | None = None, identical: bool | None = None) -> Table:
+    """The numbers of one generation (and, given the target alone's, the speed-up) as a two-column table."""
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    s = stats.summary()
+    table.add_row("method", s["method"])
+    table.add_row("new tokens", f"{s['new_tokens']} after a {s['prompt_tokens']}-token prompt")
+    table.add_row(
+        "speed",
+        f"{s['tokens_per_s'] or 0:.2f} tok/s decoding, {s['e2e_tokens_per_s'] or 0:.2f} tok/s "
+        f"with prefill ({s['total_s']:.2f} s)",
+    )
+    table.add_row(
+        "tokens per target forward",
+        f"{s['tokens_per_forward'] or 1:.2f} ({s['target_forwards']} target, {s['draft_forwards']} draft forwards)",
+    )
+    if stats.steps:
+        decode = stats.draft_s + stats.verify_s + stats.overhead_s
+        share = (lambda x: 100 * x / decode) if decode > 0 else (lambda x: 0.0)
+        table.add_row(
+            "time split",
+            f"draft {share(stats.draft_s):.0f}%, verify {share(stats.verify_s):.0f}%, "
+            f"overhead {share(stats.overhead_s):.0f}% (prefill {stats.prefill_s:.2f} s)",
+        )
+        table.add_row(
+            "tree per step",
+            f"{s['mean_tree_size']:.1f} nodes, depth {s['mean_depth']:.1f}, width {s['mean_width']:.1f}",
+        )
+        accepted = stats.accepted_lengths
+        table.add_row(
+            "accepted per step",
+            f"mean {sum(accepted) / len(accepted):.2f}, max {max(accepted)}  "
+            f"[dim]{sparkline([a / max(1, max(accepted)) for a in accepted])}[/]",
+        )
+        entropy = stats.entropy_trace
+        known = [h for h in entropy if not math.isnan(h)]
+        if known:
+            table.add_row("draft entropy", f"mean {sum(known) / len(known):.2f}  [dim]{sparkline(entropy)}[/]")
+    if baseline is not None:
+        ratio = (stats.e2e_tokens_per_s / baseline.e2e_tokens_per_s) if baseline.e2e_tokens_per_s > 0 else math.nan
+        same = "" if identical is None else (", same output" if identical else ", [yellow]output differs[/]")
+        table.add_row("target alone (ar)", f"{baseline.e2e_tokens_per_s:.2f} tok/s with prefill")
+        table.add_row("speed-up", f"[bold green]{ratio:.2f}x[/]{same}")
+    return table
+
+
+def speculate(
+    prompt: Annotated[str, typer.Argument(help="the user message (chat template applied for instruct models)")],
+    target: Annotated[str, typer.Option(help="target model spec")] = DEFAULT_TARGET,
+    draft: Annotated[str, typer.Option(help="draft model spec (same tokenizer)")] = DEFAULT_DRAFT,
+    policy: Annotated[str, typer.Option(help="sage, dynamic, static-tree, chain, hf-assisted or ar")] = "sage",
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="policy setting KEY=VALUE, repeatable (e.g. -o budget=16)"),
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0: greedy")] = 0.0,
+    top_k: Annotated[int, typer.Option(min=0, help="0: off")] = 0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="1: off")] = 1.0,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    chat: Annotated[
+        bool | None,
+        typer.Option("--chat/--no-chat", help="chat template (default: if the tokenizer has one)", show_default=False),
+    ] = None,
+    compare: Annotated[
+        bool, typer.Option("--compare/--no-compare", help="also run the target alone and print the speed-up")
+    ] = True,
+    dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32")] = "bf16",
+    stats_json: Annotated[Path | None, typer.Option(help="write the full statistics (every step) to this file")] = None,
+) -> None:
+    """Speculative decoding of TARGET with DRAFT: stream the answer, then print the statistics."""
+    from surefast.models.chat import encode_chat
+    from surefast.speculate.engine import SpeculativeDecoder
+    from surefast.speculate.policies import policy_config
+
+    method = check_method(policy)
+    overrides = parse_options(option or [])
+    if overrides and method in HF_METHODS:
+        raise SurefastError(f"--option does not apply to {method!r}", "policy settings are for the engine's policies")
+    config = policy_config(method, **overrides) if method not in HF_METHODS else None
+    try:
+        sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
+    except ValueError as exc:
+        raise SurefastError(str(exc), "--temperature >= 0, --top-k >= 0, 0 < --top-p <= 1") from exc
+    specs = parse_spec(target), parse_spec(draft)  # fail on a bad spec before any progress display
+    with progress_bar(err) as progress:
+        t, d = load_pair(specs[0], specs[1], dtype=dtype, progress=progress)
+    ids = encode_chat(t.tokenizer, prompt, use_template=chat)
+    err.print(f"[dim]{target} + draft {draft}, {method}, {'greedy' if sampling.greedy else 'sampling'}[/]")
+
+    if method in HF_METHODS:  # transformers decodes these: no streaming, same statistics
+        out = speculative_generate(
+            t.model,
+            d.model,
+            ids,
+            method=method,
+            sampling=sampling,
+            max_new_tokens=max_new_tokens,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        console.print(t.tokenizer.decode(out.tokens, skip_special_tokens=True), highlight=False)
+        tokens, stats = out.tokens, out.stats
+    else:
+        decoder = SpeculativeDecoder(t.model, d.model, config, sampling, torch.Generator().manual_seed(seed))
+        tokens = []
+
+        def chunks() -> Any:
+            for chunk in decoder.stream(ids, max_new_tokens):
+                tokens.extend(chunk)
+                yield chunk
+
+        for text in stream_text(t.tokenizer, chunks()):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        stats = decoder.stats
+
+    baseline, identical = None, None
+    if compare and method != "ar":
+        with console.status("running the target alone for comparison"):
+            ref = speculative_generate(
+                t.model,
+                None,
+                ids,
+                method="ar",
+                sampling=sampling,
+                max_new_tokens=max_new_tokens,
+                generator=torch.Generator().manual_seed(seed),
+            )
+        baseline = ref.stats
+        identical = ref.tokens == tokens if sampling.greedy else None
+    console.rule("[bold]statistics")
+    console.print(stats_table(stats, baseline, identical))
+    if stats_json is not None:
+        payload = {
+            "stats": stats.to_dict(),
+            "baseline": baseline.summary() if baseline else None,
+            "identical_to_ar": identical,
+            "target": target,
+            "draft": draft,
+            "policy": method,
+            "options": {k: repr(v) for k, v in overrides.items()},
+        }
+        stats_json.parent.mkdir(parents=True, exist_ok=True)
+        stats_json.write_text(json.dumps(payload, indent=2))
+        console.print(f"statistics written to {stats_json}")

@@ -1,0 +1,113 @@
+"""``surefast speculate``: streams the answer, prints the statistics and the speed-up, clear errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from surefast.cli import main
+from surefast.cli.speculate import parse_options, sparkline, stats_table
+from surefast.errors import SurefastError
+from surefast.speculate import speculative_generate
+
+
+@pytest.fixture
+def run(capsys):
+    """Run ``surefast speculate ARGS`` in this process: (return code, stdout, stderr)."""
+
+    def go(*args: str) -> SimpleNamespace:
+        try:
+            main(["speculate", *args])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return go
+
+
+def test_speculate_streams_and_compares_with_the_target(run, tmp_path):
+    stats = tmp_path / "stats.json"
+    out = run(
+        "hello",
+        "--target",
+        "tiny:llama@0",
+        "--draft",
+        "tiny:llama@0",
+        "--dtype",
+        "fp32",
+        "--max-new-tokens",
+        "12",
+        "-o",
+        "budget=6",
+        "--stats-json",
+        str(stats),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "tokens per target forward" in out.stdout and "speed-up" in out.stdout and "same output" in out.stdout
+    payload = json.loads(stats.read_text())
+    assert payload["identical_to_ar"] is True and payload["policy"] == "sage"
+    assert payload["stats"]["new_tokens"] == 12 and payload["baseline"]["method"] == "ar"
+    assert len(payload["stats"]["step_records"]) == payload["stats"]["steps"]
+
+
+def test_speculate_hf_assisted_without_comparison(run):
+    out = run(
+        "hi",
+        "--target",
+        "tiny:llama@0",
+        "--draft",
+        "tiny:llama@1",
+        "--policy",
+        "assisted",
+        "--no-compare",
+        "--max-new-tokens",
+        "6",
+        "--dtype",
+        "fp32",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "hf-assisted" in out.stdout and "speed-up" not in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--policy", "sagee"), "did you mean 'sage'"),
+        (("-o", "budgt=3"), "did you mean 'budget'"),
+        (("-o", "budget"), "is not KEY=VALUE"),
+        (("--policy", "ar", "-o", "budget=3"), "does not apply"),
+        (("--target", "nope.gguf"), "GGUF file not found"),
+    ],
+)
+def test_speculate_errors_are_one_line(run, args, message):
+    out = run("hi", "--target", "tiny:llama@0", "--draft", "tiny:llama@1", *args)
+    assert out.returncode == 1
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_parse_options_and_sparkline_goldens():
+    assert parse_options(["budget=16", "smoothing=0.25", "paths=((0,), (1,))"]) == {
+        "budget": 16,
+        "smoothing": 0.25,
+        "paths": ((0,), (1,)),
+    }
+    with pytest.raises(SurefastError, match="not a Python literal"):
+        parse_options(["budget=sixteen"])
+    assert sparkline([0.0, 1.0, math.nan]) == "▁█ "
+    assert sparkline([0.0, 0.0, 1.0, 1.0], width=2) == "▁█"  # averaged down to the width
+    assert sparkline([]) == ""
+
+
+def test_stats_table_shows_the_speedup(tiny):
+    model = tiny("llama", seed=0)
+    spec = speculative_generate(model, model, [[3, 4, 5]], method="chain", max_new_tokens=8, eos_token_id=None)
+    ar = speculative_generate(model, None, [[3, 4, 5]], method="ar", max_new_tokens=8, eos_token_id=None)
+    table = stats_table(spec.stats, ar.stats, identical=spec.tokens == ar.tokens)
+    cells = [str(c) for col in table.columns for c in col._cells]
+    assert any("speed-up" in c for c in cells) and any("same output" in c for c in cells)
+    assert any(c.startswith(f"{spec.stats.tokens_per_forward:.2f}") for c in cells)
