@@ -99,6 +99,14 @@ class HFCausalLM:
     def new_cache(self) -> KVCache:
         return KVCache()
 
+    def position_ids(self, positions: torch.Tensor) -> torch.Tensor:
+        """The ``position_ids`` the model is called with for engine positions ``[1, T]`` (identity here).
+
+        Subclasses map them when the model's positions are not plain indices (Qwen2.5-VL's
+        3D M-RoPE: :mod:`surefast.speculate.vlm.mrope`).
+        """
+        return positions
+
     def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
         # [T, S+T] bool -> [1, 1, T, S+T] additive float: 0 where allowed, dtype-min elsewhere
         out = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
@@ -129,7 +137,7 @@ class HFCausalLM:
             )
         out = self.model(
             input_ids=ids.to(self.device),
-            position_ids=positions.to(self.device),
+            position_ids=self.position_ids(positions).to(self.device),
             attention_mask=self._masks(positions, cache, mask),
             past_key_values=cache.hf,
             use_cache=True,
