@@ -111,3 +111,18 @@ def test_stats_table_shows_the_speedup(tiny):
     cells = [str(c) for col in table.columns for c in col._cells]
     assert any("speed-up" in c for c in cells) and any("same output" in c for c in cells)
     assert any(c.startswith(f"{spec.stats.tokens_per_forward:.2f}") for c in cells)
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "llava_onevision"])
+def test_speculate_vlm_with_an_image(run, tmp_path, arch):
+    from PIL import Image
+
+    rng = __import__("numpy").random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype="uint8")).save(tmp_path / "cat.png")
+    out = run("what is in the picture?", "--target", f"tiny:{arch}@0", "--draft", f"tiny:{arch}@1",
+              "--image", str(tmp_path / "cat.png"), "--prune-ratio", "0.5", "--max-new-tokens", "10",
+              "--dtype", "fp32")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "same output" in out.stdout and "visual tokens" in out.stderr
+    missing = run("hi", "--target", f"tiny:{arch}@0", "--draft", f"tiny:{arch}@1", "--image", "nope.png")
+    assert missing.returncode == 1 and "nope.png not found" in missing.stderr

@@ -130,6 +130,12 @@ def speculate(
     compare: Annotated[
         bool, typer.Option("--compare/--no-compare", help="also run the target alone and print the speed-up")
     ] = True,
+    image: Annotated[list[Path] | None, typer.Option(help="image file for a vision-language pair, repeatable")] = None,
+    video: Annotated[Path | None, typer.Option(help="video file or folder of frames (vision-language pair)")] = None,
+    prune_ratio: Annotated[
+        float,
+        typer.Option(min=0.0, max=0.99, help="share of visual tokens the draft drops (VLM; the target keeps all)"),
+    ] = 0.0,
     dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32")] = "bf16",
     stats_json: Annotated[Path | None, typer.Option(help="write the full statistics (every step) to this file")] = None,
 ) -> None:
@@ -150,23 +156,36 @@ def speculate(
     specs = parse_spec(target), parse_spec(draft)  # fail on a bad spec before any progress display
     with progress_bar(err) as progress:
         t, d = load_pair(specs[0], specs[1], dtype=dtype, progress=progress)
-    ids = encode_chat(t.tokenizer, prompt, use_template=chat)
-    err.print(f"[dim]{target} + draft {draft}, {method}, {'greedy' if sampling.greedy else 'sampling'}[/]")
+    for path in [*(image or []), *([video] if video else [])]:
+        if not path.exists():
+            raise SurefastError(
+                f"{path} not found", "--image takes an image file, --video a video file or frame folder"
+            )
+    generator = torch.Generator().manual_seed(seed)
+    if image or video:
+        run_spec, run_ar, ids = _vlm_runs(t, d, prompt, image or [], video, method, config, prune_ratio, sampling,
+                                          max_new_tokens, generator, chat)  # fmt: skip
+    else:
+        ids = encode_chat(t.tokenizer, prompt, use_template=chat)
 
+        def run_spec() -> Any:
+            return SpeculativeDecoder(t.model, d.model, config, sampling, generator)
+
+        def run_ar() -> Any:
+            return speculative_generate(t.model, None, ids, method="ar", sampling=sampling,
+                                        max_new_tokens=max_new_tokens, generator=torch.Generator().manual_seed(seed))  # fmt: skip
+
+    err.print(f"[dim]{target} + draft {draft}, {method}, {'greedy' if sampling.greedy else 'sampling'}[/]")
     if method in HF_METHODS:  # transformers decodes these: no streaming, same statistics
-        out = speculative_generate(
-            t.model,
-            d.model,
-            ids,
-            method=method,
-            sampling=sampling,
-            max_new_tokens=max_new_tokens,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        if method == "ar":
+            out = run_ar()
+        else:
+            out = speculative_generate(t.model, d.model, ids, method=method, sampling=sampling,
+                                       max_new_tokens=max_new_tokens, generator=generator)  # fmt: skip
         console.print(t.tokenizer.decode(out.tokens, skip_special_tokens=True), highlight=False)
         tokens, stats = out.tokens, out.stats
     else:
-        decoder = SpeculativeDecoder(t.model, d.model, config, sampling, torch.Generator().manual_seed(seed))
+        decoder = run_spec()
         tokens = []
 
         def chunks() -> Any:
@@ -179,19 +198,14 @@ def speculate(
             sys.stdout.flush()
         sys.stdout.write("\n")
         stats = decoder.stats
+        prune = getattr(decoder.draft, "last_prune", None)
+        if prune is not None and prune.n_visual:
+            err.print(f"[dim]draft kept {prune.n_visual - prune.n_dropped} of {prune.n_visual} visual tokens[/]")
 
     baseline, identical = None, None
     if compare and method != "ar":
         with console.status("running the target alone for comparison"):
-            ref = speculative_generate(
-                t.model,
-                None,
-                ids,
-                method="ar",
-                sampling=sampling,
-                max_new_tokens=max_new_tokens,
-                generator=torch.Generator().manual_seed(seed),
-            )
+            ref = run_ar()
         baseline = ref.stats
         identical = ref.tokens == tokens if sampling.greedy else None
     console.rule("[bold]statistics")
@@ -209,3 +223,25 @@ def speculate(
         stats_json.parent.mkdir(parents=True, exist_ok=True)
         stats_json.write_text(json.dumps(payload, indent=2))
         console.print(f"statistics written to {stats_json}")
+
+
+def _vlm_runs(t: Any, d: Any, prompt: str, images: list[Path], video: Path | None, method: str, config: Any,
+              prune_ratio: float, sampling: SamplingConfig, max_new_tokens: int, generator: torch.Generator,
+              chat: bool | None) -> tuple[Any, Any, torch.Tensor]:  # fmt: skip
+    """For a vision-language pair: (a decoder factory, the target-alone run, the prompt ids)."""
+    from surefast.speculate.vlm import PruneConfig, load_processor, prepare_inputs, vlm_decoder, vlm_target_generate
+
+    if method == "hf-assisted":
+        raise SurefastError("hf-assisted does not take images here", "use sage, dynamic, static-tree, chain or ar")
+    inputs = prepare_inputs(load_processor(t), t.model, prompt, [str(p) for p in images] or None,
+                            str(video) if video else None, chat=chat is not False)  # fmt: skip
+
+    def run_spec() -> Any:
+        return vlm_decoder(t, d, inputs, method=method, policy=config, prune=PruneConfig(ratio=prune_ratio),
+                           sampling=sampling, generator=generator)  # fmt: skip
+
+    def run_ar() -> Any:
+        return vlm_target_generate(t, inputs, sampling=sampling, max_new_tokens=max_new_tokens,
+                                   generator=torch.Generator().manual_seed(generator.initial_seed()))  # fmt: skip
+
+    return run_spec, run_ar, inputs.input_ids
