@@ -82,7 +82,9 @@ def run(
     with progress_bar() as progress:
         loaded = load_model(spec, dtype=dtype, progress=progress)
     est = estimate(loaded, config)
-    console.print(f"{len(config.tasks)} tasks x {len(config.strategies)} strategies, {est.items:,} items, "
+    n_tasks, n_strategies = len(config.tasks), len(config.strategies)
+    console.print(f"{n_tasks} task{'s' * (n_tasks != 1)} x {n_strategies} strateg{'ies' if n_strategies != 1 else 'y'}, "
+                  f"{est.items:,} items, "
                   f"{est.tokens:,} tokens to score: about {est.seconds / 60:.1f} min on this machine "
                   f"({est.tokens_per_s:,.0f} tokens/s measured; cached logits are free)")  # fmt: skip
     results_store = Store(store)
