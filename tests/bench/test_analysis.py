@@ -63,3 +63,47 @@ def test_scale_rows_line_up_sizes():
     by = {r.metric: r for r in out}
     assert [m for m, _, _ in by["accuracy"].by_size] == ["small", "large"]
     assert by["accuracy"].smaller_hurts_more and by["mean_set_size"].smaller_hurts_more
+
+
+def test_scale_compares_sizes_of_one_family_only():
+    from surefast.bench.analysis.scale import families, family_of
+
+    assert (
+        family_of("qwen2.5-coder-0.5b-instruct")
+        == family_of("qwen2.5-coder-1.5b-instruct")
+        == "qwen2.5-coder-*-instruct"
+    )
+    assert family_of("smollm2-135m-instruct") == "smollm2-*-instruct"
+    assert family_of("tiny:llama@0") == "tiny:llama@0"
+    sizes = {
+        "qwen2.5-coder-0.5b-instruct": 0.5e9,
+        "qwen2.5-coder-1.5b-instruct": 1.5e9,
+        "smollm2-135m-instruct": 1.35e8,
+    }
+    assert families(sizes) == {"qwen2.5-coder-*-instruct": {k: v for k, v in sizes.items() if k.startswith("qwen")}}
+    assert families({"smollm2-135m-instruct": 1.35e8, "qwen2.5-coder-0.5b-instruct": 0.5e9}) == {}
+
+
+def test_a_large_but_insignificant_accuracy_drop_is_not_holding():
+    """With few items a 13-point drop can be not significant; that is "cannot tell", not "holds"."""
+    rows = rows_for("m", "", "mmlu", 0.35, 3.5) + rows_for("m", "w4a4", "mmlu", 0.22, 5.0, noise=0.2, seed=1)
+    ds = deltas(cells_from_rows(rows))
+    acc = next(d for d in ds if d.key.task == "mmlu" and d.metric == "accuracy")
+    assert acc.value < -0.1
+    dec = decoupling(ds)
+    assert dec.hidden_inflation == [] and dec.n_cells == 1  # the task average is not a second cell
+
+
+def test_findings_name_each_cell_once_and_few_sweep_levels_honestly():
+    from surefast.bench.report.build import sweeps_from_labels
+    from surefast.bench.report.findings import findings
+
+    rows = rows_for("m", "", "mmlu", 0.60, 2.0)
+    rows += rows_for("m", "gptq", "mmlu", 0.60, 2.6, seed=1)
+    rows += rows_for("m", "wanda-10", "mmlu", 0.60, 2.0, seed=2) + rows_for("m", "wanda-30", "mmlu", 0.59, 2.05, seed=3)
+    cells = cells_from_rows(rows)
+    ds = deltas(cells)
+    text = findings(cells, ds, decoupling(ds), [], sweeps_from_labels({k.compression for k in cells}), 0.1)
+    assert sum("Hidden inflation" in t for t in text) == 1  # mmlu only, not again as the average
+    assert any("3 levels are too few to tell a jump from a trend" in t for t in text)
+    assert any(t.startswith("Significant changes") and "m with gptq: set size +0.60" in t for t in text)

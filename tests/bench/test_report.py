@@ -15,8 +15,8 @@ def test_sweeps_are_read_from_labels():
 
 def test_report_has_tables_plots_and_findings(tmp_path):
     store = Store(tmp_path / "store")
-    run = store.create_run({"model_params": {"small": 0.5e9, "large": 1.5e9}})
-    for i, (model, base_acc) in enumerate((("small", 0.5), ("large", 0.7))):
+    run = store.create_run({"model_params": {"fam-0.5b": 0.5e9, "fam-1.5b": 1.5e9, "other-1b": 1e9}})
+    for i, (model, base_acc) in enumerate((("fam-0.5b", 0.5), ("fam-1.5b", 0.7))):
         for task in ("mmlu", "cosmosqa"):
             run.write_part(f"{model}-dense-{task}", rows_for(model, "", task, base_acc, 2.0, seed=i))
             run.write_part(f"{model}-gptq-{task}", rows_for(model, "gptq-w4", task, base_acc, 2.6, seed=i + 10))
@@ -29,6 +29,8 @@ def test_report_has_tables_plots_and_findings(tmp_path):
     assert (
         len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', page)) == 1 + 2 + 1
     )  # scatter, 2 sweeps, coverage
-    assert "Hidden inflation" in page and "wanda on small: set size jumps" in page
+    assert "Hidden inflation" in page and "wanda on fam-0.5b: set size jumps" in page
+    # Scale compares sizes of one family only (other-1b has no second size and no rows here).
+    assert "Scale, gptq-w4, mean set size change: fam-0.5b +0.60, fam-1.5b +0.60" in page
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "| small | gptq-w4 |" in md and (tmp_path / "report" / "coverage.png").stat().st_size > 1000
+    assert "| fam-0.5b | gptq-w4 |" in md and (tmp_path / "report" / "coverage.png").stat().st_size > 1000

@@ -54,3 +54,26 @@ def test_two_processes_share_a_store(tmp_path):
     store = Store(tmp_path)
     assert len(store.runs()) == 2
     assert store.query("SELECT count(*) FROM results").fetchone() == (2 * 5 * 20,)
+
+
+def _editor(root: str, run_id: str, k: int, barrier) -> None:
+    run = Store(root).run(run_id)
+    barrier.wait()
+    for j in range(25):
+        with run.editing_meta() as meta:
+            meta.setdefault("jobs", {})[f"{k}-{j}"] = j
+
+
+def test_concurrent_meta_edits_lose_nothing(tmp_path):
+    """run.json is read, changed and rewritten by every job: without the lock, concurrent
+    writers (a study started twice, Ray workers) silently drop each other's entries."""
+    run = Store(tmp_path).create_run({})
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_editor, args=(str(tmp_path), run.run_id, k, barrier)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert all(p.exitcode == 0 for p in procs)
+    assert len(run.read_meta()["jobs"]) == 4 * 25

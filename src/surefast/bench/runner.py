@@ -56,6 +56,16 @@ class BenchConfig:
                 raise SurefastError(f"unknown prompt strategy {strategy!r}", f"choose from {', '.join(STRATEGIES)}")
         if self.n < 10:
             raise SurefastError(f"--n {self.n} is too small for a calibration/test split", "use at least 10 items")
+        # Checked here, before any model runs, rather than after the first unit is scored.
+        from surefast.conformal.calibrate import min_calibration_size
+
+        n_cal = int(np.floor(self.cal_fraction * self.n + 1e-9))
+        need = max((min_calibration_size(a) for a in self.alphas if 0.0 < a < 1.0), default=1)
+        if n_cal < need:
+            raise SurefastError(
+                f"--n {self.n} leaves {n_cal} calibration items; alpha={min(self.alphas):g} needs at least {need}",
+                f"use at least {int(np.ceil(need / self.cal_fraction))} items or a larger alpha",
+            )
 
 
 @dataclass

@@ -10,7 +10,10 @@ Layout under the store root (default ``$SUREFAST_HOME/results``)::
 
 Each run writes only its own folder, and every file is written to a temporary name and
 renamed, so two runs sharing a store never corrupt each other and a killed run leaves either
-the previous complete file or none. Reports read this table; they never re-run models.
+the previous complete file or none. Several processes may write one run (a study started twice,
+Ray workers): parts are whole files, and ``run.json`` is only changed under a file lock
+(``runs/<run_id>/.run.json.lock``), so no writer loses another's changes. Reports read this
+table; they never re-run models.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import os
 import platform
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock
 
 from surefast import __version__
 from surefast.errors import SurefastError
@@ -54,6 +59,17 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+_LOCKS: dict[Path, FileLock] = {}  # one per run.json, so a process may nest its own locking
+
+
+def _meta_lock(folder: Path) -> FileLock:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".run.json.lock"
+    if path not in _LOCKS:
+        _LOCKS[path] = FileLock(str(path))
+    return _LOCKS[path]
 
 
 def machine_facts() -> dict[str, Any]:
@@ -86,8 +102,24 @@ class Run:
         data: dict[str, Any] = json.loads((self.folder / "run.json").read_text())
         return data
 
+    @contextmanager
+    def editing_meta(self) -> Iterator[dict[str, Any]]:
+        """Read ``run.json``, let the caller change the dict, write it back, all under the run's
+        lock: concurrent writers (a study started twice, Ray workers) never lose an update."""
+        with _meta_lock(self.folder):
+            meta = self.read_meta()
+            yield meta
+            self.write_meta(meta)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run's lock (e.g. to create the run only if no other process has)."""
+        with _meta_lock(self.folder):
+            yield
+
     def update_meta(self, **changes: Any) -> None:
-        self.write_meta({**self.read_meta(), **changes})
+        with self.editing_meta() as meta:
+            meta.update(changes)
 
     def write_part(self, part: str, rows: Iterable[Mapping[str, Any]]) -> int:
         """Store the rows of one finished unit of work atomically (rewriting the part replaces it).

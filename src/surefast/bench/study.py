@@ -11,6 +11,8 @@ unit come back from the scoring cache. Runs write only their own files, so sever
 from __future__ import annotations
 
 import gc
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,6 +33,7 @@ class JobOutcome:
     seconds: float
     compression_seconds: float = 0.0
     params: int = 0
+    worker: str = ""  # host:pid that ran the job (a Ray worker, or this process)
 
 
 def job_done(run: Run, plan: StudyPlan, model: str, comp: CompressionSpec) -> bool:
@@ -40,14 +43,16 @@ def job_done(run: Run, plan: StudyPlan, model: str, comp: CompressionSpec) -> bo
 
 
 def open_run(store: Store, plan: StudyPlan, command: str) -> Run:
-    """The study's run, created on first use and reused when the same plan runs again."""
+    """The study's run, created on first use and reused when the same plan runs again (also by
+    another process at the same moment: the check and the creation happen under the run's lock)."""
     run = Run(store.root, plan.run_id)
-    if (run.folder / "run.json").is_file():
-        run.update_meta(status="running", resumed=time.time())
-        return run
-    return store.create_run({"kind": "study", "command": command, "plan": plan.source, "name": plan.name,
-                             "models": list(plan.models), "compressions": [asdict(c) for c in plan.compressions],
-                             "config": asdict(plan.bench), "model_params": {}}, run_id=plan.run_id)  # fmt: skip
+    with run.locked():
+        if (run.folder / "run.json").is_file():
+            run.update_meta(status="running", resumed=time.time())
+            return run
+        return store.create_run({"kind": "study", "command": command, "plan": plan.source, "name": plan.name,
+                                 "models": list(plan.models), "compressions": [asdict(c) for c in plan.compressions],
+                                 "config": asdict(plan.bench), "model_params": {}}, run_id=plan.run_id)  # fmt: skip
 
 
 def run_job(plan: StudyPlan, store_root: str, model: str, comp: CompressionSpec,
@@ -64,6 +69,10 @@ def run_job(plan: StudyPlan, store_root: str, model: str, comp: CompressionSpec,
         status(f"{model}: loading")
     loaded = load_model(model, dtype=plan.dtype)
     params = sum(p.numel() for p in loaded.model.parameters())
+    # Recorded now, not when the job ends: a job killed after its last part is stored is never
+    # loaded again, and the scale analysis needs every model's size.
+    with run.editing_meta() as meta:
+        meta.setdefault("model_params", {})[model] = params
     comp_fp, comp_seconds = "none", 0.0
     if not comp.is_dense:
         from surefast.compress import CalibrationConfig, compress_
@@ -79,7 +88,8 @@ def run_job(plan: StudyPlan, store_root: str, model: str, comp: CompressionSpec,
               compression_fp=comp_fp, progress=progress)  # fmt: skip
     del loaded
     gc.collect()  # one model in memory at a time
-    return JobOutcome(model, comp.label, False, time.perf_counter() - start, comp_seconds, params)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    return JobOutcome(model, comp.label, False, time.perf_counter() - start, comp_seconds, params, worker)
 
 
 def run_study_local(plan: StudyPlan, store: Store, command: str, progress: UnitProgress | None = None,
@@ -105,9 +115,20 @@ def run_study_ray(plan: StudyPlan, store: Store, command: str, address: str | No
 
         raise SurefastError("--executor ray needs Ray", "pip install 'surefast[cluster]'") from exc
     run = open_run(store, plan, command)
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    remote = ray.remote(num_gpus=gpus_per_job)(run_job)
-    pending = [remote.remote(plan, str(store.root), m, c) for m, c in plan.jobs() if not job_done(run, plan, m, c)]
+    todo = []
+    for model, comp in plan.jobs():
+        if not job_done(run, plan, model, comp):
+            todo.append((model, comp))
+            continue
+        skipped = JobOutcome(model, comp.label, True, 0.0)
+        _record(run, skipped)
+        if on_job:
+            on_job(skipped)
+    pending = []
+    if todo:  # a finished study does not start (or join) a cluster
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        remote = ray.remote(num_gpus=gpus_per_job)(run_job)
+        pending = [remote.remote(plan, str(store.root), m, c) for m, c in todo]
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         outcome = ray.get(ready[0])
@@ -119,8 +140,8 @@ def run_study_ray(plan: StudyPlan, store: Store, command: str, address: str | No
 
 
 def _record(run: Run, outcome: JobOutcome) -> None:
-    meta: dict[str, Any] = run.read_meta()
-    if outcome.params:
-        meta.setdefault("model_params", {})[outcome.model] = outcome.params
-    meta.setdefault("jobs", {})[f"{outcome.model}|{outcome.compression}"] = asdict(outcome)
-    run.write_meta(meta)
+    with run.editing_meta() as meta:
+        jobs: dict[str, Any] = meta.setdefault("jobs", {})
+        key = f"{outcome.model}|{outcome.compression}"
+        if not (outcome.skipped and key in jobs):  # keep the timing of the run that did the work
+            jobs[key] = asdict(outcome)

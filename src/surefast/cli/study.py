@@ -85,12 +85,12 @@ def run_cmd(
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one)")] = None,
     gpus_per_job: Annotated[float, typer.Option(help="GPUs per Ray job")] = 0.0,
     report_dir: Annotated[
-        Path | None, typer.Option("--report", help="report folder (default reports/<run id>)")
+        Path | None, typer.Option("--report", help="report folder (default <store>/../reports/<run id>)")
     ] = None,
     estimate: Annotated[bool, typer.Option(help="measure and print the time estimate first")] = True,
 ) -> None:
     """Run every (model, compression) job of a plan, then write the report. Safe to kill and rerun."""
-    from surefast.bench.report import build_report
+    from surefast.bench.report import build_report, default_report_dir
 
     plan = _plan(path, n, data)
     results = Store(store)
@@ -124,7 +124,6 @@ def run_cmd(
 
         raise SurefastError(f"unknown executor {executor!r}", "choose local or ray")
     console.print(f"study finished in {(time.perf_counter() - start) / 60:.1f} min; results in {run.folder}")
-    html = build_report(
-        results, [run.run_id], report_dir or Path("reports") / run.run_id, title=f"surefast study: {plan.name}"
-    )
+    folder = report_dir or default_report_dir(results, run.run_id)
+    html = build_report(results, [run.run_id], folder, title=f"surefast study: {plan.name}")
     console.print(f"[bold]report:[/] {html.resolve()}")

@@ -10,6 +10,7 @@ them; with two sizes it is a statement about this pair, not a scaling law.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,24 @@ class ScaleRow:
     metric: str
     by_size: list[tuple[str, float, Delta]]  # (model, size, delta), smallest first
     smaller_hurts_more: bool
+
+
+_SIZE = re.compile(r"(?<=[-_:/])\d+(?:\.\d+)?[mMbB](?=$|[-_@])")
+
+
+def family_of(model: str) -> str:
+    """The model name with its size token starred: ``qwen2.5-coder-0.5b-instruct`` ->
+    ``qwen2.5-coder-*-instruct``. A name without a size token is a family of its own."""
+    return _SIZE.sub("*", model)
+
+
+def families(sizes: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """Group ``sizes`` (model -> parameter count) by family; only families with two or more sizes,
+    because comparing SmolLM2-135M with Qwen2.5-0.5B would confound size with everything else."""
+    out: dict[str, dict[str, float]] = {}
+    for model, size in sizes.items():
+        out.setdefault(family_of(model), {})[model] = size
+    return {f: members for f, members in sorted(out.items()) if len(members) >= 2}
 
 
 def harm(delta: Delta) -> float:

@@ -2,7 +2,8 @@
 
 Sweeps are recognised from compression labels ending in a level, ``<method>-<level>`` (e.g.
 ``wanda-30`` = Wanda at 30% sparsity); the uncompressed model is level 0 of every sweep. Model
-sizes for the scale analysis come from the runs' metadata (``model_params``).
+sizes for the scale analysis come from the runs' metadata (``model_params``); only sizes of one
+family are compared (names equal but for the size token, :func:`~surefast.bench.analysis.scale.family_of`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from surefast.bench.analysis import CellKey, cells_from_rows, decoupling, deltas, sweep_jump
 from surefast.bench.analysis.cells import ALL_TASKS
-from surefast.bench.analysis.scale import scale_rows
+from surefast.bench.analysis.scale import families, scale_rows
 from surefast.bench.report import findings as findings_mod
 from surefast.bench.report import plots
 from surefast.bench.store import Store
@@ -83,6 +84,12 @@ def load_rows(store: Store, run_ids: list[str]) -> tuple[list[dict[str, Any]], d
     return rows, sizes
 
 
+def default_report_dir(store: Store, run_id: str) -> Path:
+    """``<store>/../reports/<run id>``: beside the results (``$SUREFAST_HOME/reports`` by default),
+    not in whatever folder the command ran from."""
+    return store.root.parent / "reports" / run_id
+
+
 def build_report(store: Store, run_ids: list[str], out_dir: Path, title: str = "surefast report") -> Path:
     """Write ``report.html`` (self-contained) and ``report.md`` (+ PNGs) into ``out_dir``; return the HTML path."""
     rows, sizes = load_rows(store, run_ids)
@@ -91,8 +98,11 @@ def build_report(store: Store, run_ids: list[str], out_dir: Path, title: str = "
     ds = deltas(cells)
     dec = decoupling(ds)
     sections = [_main_table(cells), _task_tables(cells), _scatter(ds), *_sweeps(cells), _coverage(cells, alpha)]
-    scale = scale_rows(ds, sizes) if len(sizes) >= 2 else []
+    scale = [row for members in families(sizes).values() for row in scale_rows(ds, members)]
     text = findings_mod.findings(cells, ds, dec, scale, sweeps_from_labels({k.compression for k in cells}), alpha)
+    if len(sizes) >= 2 and not scale:
+        text.append("Scale: not analysed, as no two models here are sizes of one family (sizes would be confounded "
+                    "with everything else); add e.g. qwen2.5-coder-1.5b-instruct beside the 0.5B model.")  # fmt: skip
     sections.insert(0, Section("Findings", "<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in text) + "</ul>",
                                "\n".join(f"- {t}" for t in text)))  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -157,8 +167,8 @@ def _sweeps(cells: dict[CellKey, dict[str, np.ndarray]]) -> list[Section]:
     models = sorted({k.model for k in cells})
     for method, levels in sorted(sweeps_from_labels({k.compression for k in cells}).items()):
         for model in models:
-            found = [(lv, cells.get(CellKey(model, label, ALL_TASKS))) for lv, label in levels]
-            found = [(lv, c) for lv, c in found if c is not None and "mean_set_size" in c and "accuracy" in c]
+            got = [(lv, cells.get(CellKey(model, label, ALL_TASKS))) for lv, label in levels]
+            found = [(lv, c) for lv, c in got if c is not None and "mean_set_size" in c and "accuracy" in c]
             if len(found) < 3:
                 continue
             xs = [lv for lv, _ in found]

@@ -24,12 +24,27 @@ def findings(cells: dict[CellKey, dict[str, np.ndarray]], ds: list[Delta], dec: 
         low = min(cov, key=lambda kv: kv[1])
         out.append(f"Coverage held near its {100 * (1 - alpha):.0f}% guarantee: mean {100 * np.mean([c for _, c in cov]):.1f}% "
                    f"over {len(cov)} cells, lowest {100 * low[1]:.1f}% ({_label(low[0])}).")  # fmt: skip
-    for key in dec.hidden_inflation[:5]:
+    one_task = len({k.task for k in cells if k.task != ALL_TASKS}) == 1  # its average repeats it
+    sig = [d for d in ds if d.key.task == ALL_TASKS and d.significant and d.metric in ("accuracy", "mean_set_size")]
+    if sig:
+        out.append("Significant changes against the uncompressed model (averaged over tasks): " + "; ".join(
+            f"{d.key.model} with {d.key.compression}: "
+            + (f"accuracy {100 * d.value:+.1f} points" if d.metric == "accuracy" else f"set size {d.value:+.2f}")
+            + f" ({(100 if d.metric == 'accuracy' else 1) * d.ci_low:+.2f} to "
+            f"{(100 if d.metric == 'accuracy' else 1) * d.ci_high:+.2f})" for d in sig) + ".")  # fmt: skip
+    elif ds:
+        out.append("No compression changed accuracy or set size significantly (averaged over tasks); more items "
+                   "would narrow the intervals.")  # fmt: skip
+
+    def shown(keys: list[CellKey]) -> list[CellKey]:
+        return [k for k in keys if not (one_task and k.task == ALL_TASKS)][:5]
+
+    for key in shown(dec.hidden_inflation):
         acc = next(d for d in ds if d.key == key and d.metric == "accuracy")
         size = next(d for d in ds if d.key == key and d.metric == "mean_set_size")
         out.append(f"Hidden inflation: {_label(key)} keeps accuracy ({100 * acc.value:+.1f} points) but its prediction "
                    f"sets grow by {size.value:+.2f} options (95% interval {size.ci_low:+.2f} to {size.ci_high:+.2f}).")  # fmt: skip
-    for key in dec.silent_degradation[:5]:
+    for key in shown(dec.silent_degradation):
         acc = next(d for d in ds if d.key == key and d.metric == "accuracy")
         size = next(d for d in ds if d.key == key and d.metric == "mean_set_size")
         out.append(f"Silent degradation: {_label(key)} loses {100 * -acc.value:.1f} accuracy points while its sets "
@@ -41,11 +56,20 @@ def findings(cells: dict[CellKey, dict[str, np.ndarray]], ds: list[Delta], dec: 
     models = sorted({k.model for k in cells})
     for method, levels in sorted(sweeps.items()):
         for model in models:
-            pts = [(lv, cells.get(CellKey(model, label, ALL_TASKS))) for lv, label in levels]
-            pts = [(lv, c) for lv, c in pts if c is not None and "mean_set_size" in c]
+            got = [(lv, cells.get(CellKey(model, label, ALL_TASKS))) for lv, label in levels]
+            pts = [(lv, c) for lv, c in got if c is not None and "mean_set_size" in c]
             if len(pts) < 3:
                 continue
-            jump = sweep_jump([lv for lv, _ in pts], [float(c["mean_set_size"].mean()) for _, c in pts])
+            xs, ys = [lv for lv, _ in pts], [float(c["mean_set_size"].mean()) for _, c in pts]
+            if len(pts) < 4:
+                out.append(f"{method} on {model}: set size {ys[0]:.2f} at level {xs[0]:g} to {ys[-1]:.2f} at level "
+                           f"{xs[-1]:g}; {len(pts)} levels are too few to tell a jump from a trend.")  # fmt: skip
+                continue
+            jump = sweep_jump(xs, ys)
+            if ys[-1] - ys[0] <= 0:
+                out.append(f"{method} on {model}: set size does not grow along the sweep ({ys[0]:.2f} at level "
+                           f"{xs[0]:g}, {ys[-1]:.2f} at level {xs[-1]:g}).")  # fmt: skip
+                continue
             shape = "jumps" if jump.last_step_share > 0.5 or (jump.jump_score == jump.jump_score and jump.jump_score > 0.8) \
                 else "grows gradually"  # fmt: skip
             out.append(f"{method} on {model}: set size {shape} along the sweep; largest step {jump.largest_step:+.2f} "
