@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 # CPU wheel, and with it present no dependency can pull a (multi-GB, CUDA) torch from the index.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+DEMO_PLAN ?= examples/demo_study.yaml
 
-.PHONY: demo test test-slow test-all lint clean-venv
+.PHONY: demo demo-quick test test-slow test-all lint clean-venv browser
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "surefast needs Python >= 3.11"'
@@ -27,16 +28,28 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
 	@touch $@ $(VENV)/.installed
 
+# The main job: a small real compression study, offline (30-60 min on 2 CPU cores the first
+# time; a finished study is not recomputed), then its report. `demo-quick` answers three prompts.
 demo: $(VENV)/.installed
+	$(BIN)/surefast study run $(DEMO_PLAN)
+
+demo-quick: $(VENV)/.installed
 	$(BIN)/surefast demo
 
-test: $(VENV)/.installed-dev
+# Best effort, never fails: headless Chromium for the report test (which skips without it),
+# installed only where it is missing, apt-get exists and we are root (CI containers).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& echo "installing chromium for the report test (apt-get, about a minute)" \
+		&& { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1; } || true
+
+test: $(VENV)/.installed-dev browser
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
-test-all: $(VENV)/.installed-dev
+test-all: $(VENV)/.installed-dev browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
