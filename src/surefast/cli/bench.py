@@ -61,7 +61,9 @@ def run(
     strategies: Annotated[str, typer.Option(help="comma list of base, shared, task, or all")] = "all",
     n: Annotated[int, typer.Option(help="items per task")] = DEFAULTS.n,
     seed: Annotated[int, typer.Option(help="sampling, shuffling and split seed")] = DEFAULTS.seed,
-    shots: Annotated[int | None, typer.Option(help="few-shot demos (default: the reference count per task; 0 = zero-shot)")] = None,
+    shots: Annotated[
+        int | None, typer.Option(help="few-shot demos (default: the reference count per task; 0 = zero-shot)")
+    ] = None,
     chat: Annotated[
         bool | None, typer.Option("--chat/--no-chat", help="chat template (default: if the tokenizer has one)")
     ] = None,

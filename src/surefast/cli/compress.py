@@ -16,7 +16,12 @@ console = Console()
 
 def compress(
     model: Annotated[str, typer.Option(help="model spec")],
-    method: Annotated[str, typer.Option(help="rtn, gptq, awq, smoothquant, quarot, spinquant, magnitude, wanda, sparsegpt, llm-pruner, slicegpt")],
+    method: Annotated[
+        str,
+        typer.Option(
+            help="rtn, gptq, awq, smoothquant, quarot, spinquant, magnitude, wanda, sparsegpt, llm-pruner, slicegpt"
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="output folder (a normal HF model folder + surefast_compression.json)")],
     bits: Annotated[int | None, typer.Option(help="weight bits")] = None,
     act_bits: Annotated[int | None, typer.Option(help="activation bits (W4A4: --bits 4 --act-bits 4)")] = None,
@@ -24,7 +29,9 @@ def compress(
     sparsity: Annotated[float | None, typer.Option(help="unstructured sparsity, 0-1")] = None,
     nm: Annotated[str | None, typer.Option(help="semi-structured N:M sparsity, e.g. 2:4")] = None,
     ratio: Annotated[float | None, typer.Option(help="structured pruning share (llm-pruner, slicegpt)")] = None,
-    calibration: Annotated[str, typer.Option(help="stdlib (offline default), a .txt/.jsonl path or folder, or hf:NAME")] = "stdlib",
+    calibration: Annotated[
+        str, typer.Option(help="stdlib (offline default), a .txt/.jsonl path or folder, or hf:NAME")
+    ] = "stdlib",
     n_samples: Annotated[int | None, typer.Option(help="calibration sequences")] = None,
     seq_len: Annotated[int | None, typer.Option(help="calibration sequence length")] = None,
     dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32")] = "bf16",
@@ -34,7 +41,14 @@ def compress(
     from surefast.compress.saved import compress_model
 
     parse_spec(model)  # fail on a bad spec first
-    options = {"bits": bits, "act_bits": act_bits, "group_size": group_size, "sparsity": sparsity, "nm": nm, "ratio": ratio}
+    options = {
+        "bits": bits,
+        "act_bits": act_bits,
+        "group_size": group_size,
+        "sparsity": sparsity,
+        "nm": nm,
+        "ratio": ratio,
+    }
     config = make_config(method, **options)
     calib = {k: v for k, v in {"n_samples": n_samples, "seq_len": seq_len}.items() if v is not None}
     from transformers.utils import logging as hf_logging
