@@ -88,13 +88,43 @@ def interleaved(
     return np.concatenate(our_logits), our_s, tokens, np.concatenate(their_logits), their_s
 
 
-def bench_model(name: str, n: int, batch_tokens: int, lm_batch: int, chunk: int, peak: float) -> dict[str, Any]:
+def log_softmax6(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+
+
+def compare_numerics(ours: np.ndarray, theirs: np.ndarray) -> dict[str, float]:
+    """Where and how much the two scorers differ, on the letters' log-probabilities renormalised over the six.
+
+    lm-eval's log-likelihoods carry a term shared by all six letters (a chat template's trailing
+    newline moves into the continuation), which renormalising removes. Disagreements that come
+    from rounding sit at near-ties: we report the top-2 margin there and the agreement on items
+    whose margin (in lm-eval's scores) exceeds 0.1 nats.
+    """
+    a, b = log_softmax6(ours.astype(np.float64)), log_softmax6(theirs)
+    top2 = np.sort(b, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]  # [N]
+    differ = a.argmax(1) != b.argmax(1)
+    clear = margin > 0.1
+    return {
+        "mean_abs_logprob_diff": float(np.abs(a - b).mean()),
+        "max_abs_logprob_diff": float(np.abs(a - b).max()),
+        "median_top2_margin": float(np.median(margin)),
+        "median_top2_margin_where_argmax_differs": float(np.median(margin[differ])) if differ.any() else None,
+        "share_of_items_with_margin_over_0.1": float(clear.mean()),
+        "argmax_agreement_margin_over_0.1": float((~differ[clear]).mean()) if clear.any() else None,
+    }
+
+
+def bench_model(
+    name: str, n: int, batch_tokens: int, lm_batch: int, chunk: int, peak: float, dtype: str
+) -> dict[str, Any]:
     from surefast.data import TaskConfig, load_task
     from surefast.models import load_model
     from surefast.prompts import PromptConfig, build_prompt
     from surefast.scoring.letters import letter_tokens, variant_for
 
-    loaded = load_model(name, dtype="bf16", device="cpu")
+    loaded = load_model(name, dtype=dtype, device="cpu")
     data = load_task("mmlu", TaskConfig(n=n, seed=0, n_demos=5, source=str(SHARED_DATA)))
     prompt = build_prompt("mmlu", data.demos, loaded.tokenizer, PromptConfig(strategy="shared", n_shots=5))
     letters = list(letter_tokens(loaded.tokenizer, variant_for(prompt.full(data.items[0]))).strings)
@@ -105,6 +135,7 @@ def bench_model(name: str, n: int, batch_tokens: int, lm_batch: int, chunk: int,
         chunk,
     )
     agree = float((ours.argmax(1) == theirs.argmax(1)).mean())
+    numerics = compare_numerics(ours, theirs)
     tok = loaded.tokenizer
     full_tokens = sum(
         len(tok(prompt.prefix + prompt.render(it), add_special_tokens=False)["input_ids"]) for it in data.items
@@ -117,6 +148,7 @@ def bench_model(name: str, n: int, batch_tokens: int, lm_batch: int, chunk: int,
         "lmeval_items_per_s": n / their_s,
         "speedup": their_s / our_s,
         "argmax_agreement": agree,
+        **numerics,
         "surefast_accuracy": float((ours.argmax(1) == labels).mean()),
         "lmeval_accuracy": float((theirs.argmax(1) == labels).mean()),
         "surefast_seconds": our_s,
@@ -137,16 +169,18 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=4096)
     parser.add_argument("--lmeval-batch-size", type=int, default=8)
     parser.add_argument("--chunk", type=int, default=100, help="items per alternating timing chunk")
+    parser.add_argument("--dtype", default="bf16", help="bf16 (the issue's setting) or fp32 (a numerics check)")
+    parser.add_argument("--tag", default="", help="suffix of the result file name")
     args = parser.parse_args()
     torch.manual_seed(0)
     peak = bf16_matmul_flops()
-    results = {name: bench_model(name, args.n, args.batch_tokens, args.lmeval_batch_size, args.chunk, peak)
+    results = {name: bench_model(name, args.n, args.batch_tokens, args.lmeval_batch_size, args.chunk, peak, args.dtype)
                for name in args.models.split(",")}  # fmt: skip
     import lm_eval
 
-    path = write_result("scoring_vs_lmeval", {
+    path = write_result("scoring_vs_lmeval" + (f"-{args.tag}" if args.tag else ""), {
         "models": results, "bf16_matmul_flops_per_s": peak, "lm_eval_version": lm_eval.__version__,
-        "task": "mmlu", "strategy": "shared", "n_shots": 5, "dtype": "bfloat16", "chunk": args.chunk,
+        "task": "mmlu", "strategy": "shared", "n_shots": 5, "dtype": args.dtype, "chunk": args.chunk,
         "targets": {"speedup": 4.0, "argmax_agreement": 0.99},
     })  # fmt: skip
     for name, r in results.items():
