@@ -153,14 +153,14 @@ def speculate(
         sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
     except ValueError as exc:
         raise SurefastError(str(exc), "--temperature >= 0, --top-k >= 0, 0 < --top-p <= 1") from exc
-    specs = parse_spec(target), parse_spec(draft)  # fail on a bad spec before any progress display
-    with progress_bar(err) as progress:
-        t, d = load_pair(specs[0], specs[1], dtype=dtype, progress=progress)
     for path in [*(image or []), *([video] if video else [])]:
         if not path.exists():
             raise SurefastError(
                 f"{path} not found", "--image takes an image file, --video a video file or frame folder"
             )
+    specs = parse_spec(target), parse_spec(draft)  # fail on a bad spec before any progress display
+    with progress_bar(err) as progress:
+        t, d = load_pair(specs[0], specs[1], dtype=dtype, progress=progress)
     generator = torch.Generator().manual_seed(seed)
     if image or video:
         run_spec, run_ar, ids = _vlm_runs(t, d, prompt, image or [], video, method, config, prune_ratio, sampling,
