@@ -18,6 +18,19 @@ def rows_for(model, compression, task, acc, size, cov=0.9, splits=20, noise=0.01
     return out
 
 
+def write_synthetic_study(store, tasks, model_params):
+    """A run of two sizes of one family x {dense, gptq-w4, wanda-10..50 (a cliff at 50)} x ``tasks``."""
+    run = store.create_run({"model_params": model_params})
+    for i, (model, acc) in enumerate((("fam-0.5b", 0.5), ("fam-1.5b", 0.7))):
+        for task in tasks:
+            run.write_part(f"{model}-dense-{task}", rows_for(model, "", task, acc, 2.0, seed=i))
+            run.write_part(f"{model}-gptq-{task}", rows_for(model, "gptq-w4", task, acc, 2.6, seed=i + 10))
+            for level, size in ((10, 2.02), (20, 2.05), (30, 2.1), (40, 2.2), (50, 3.4)):
+                rows = rows_for(model, f"wanda-{level}", task, acc - level / 1000, size, seed=level + i)
+                run.write_part(f"{model}-wanda{level}-{task}", rows)
+    return run
+
+
 def test_cells_average_strategies_scores_and_tasks():
     rows = rows_for("m", "", "mmlu", 0.6, 2.0, noise=0) + rows_for("m", "", "cosmosqa", 0.8, 3.0, noise=0)
     rows += [dict(r, alpha=0.05, value=99.0) for r in rows[:10]]  # another alpha is ignored

@@ -4,7 +4,7 @@ from surefast.bench.report import build_report
 from surefast.bench.report.build import sweeps_from_labels
 from surefast.bench.store import Store
 
-from .test_analysis import rows_for
+from .test_analysis import write_synthetic_study
 
 
 def test_sweeps_are_read_from_labels():
@@ -15,14 +15,8 @@ def test_sweeps_are_read_from_labels():
 
 def test_report_has_tables_plots_and_findings(tmp_path):
     store = Store(tmp_path / "store")
-    run = store.create_run({"model_params": {"fam-0.5b": 0.5e9, "fam-1.5b": 1.5e9, "other-1b": 1e9}})
-    for i, (model, base_acc) in enumerate((("fam-0.5b", 0.5), ("fam-1.5b", 0.7))):
-        for task in ("mmlu", "cosmosqa"):
-            run.write_part(f"{model}-dense-{task}", rows_for(model, "", task, base_acc, 2.0, seed=i))
-            run.write_part(f"{model}-gptq-{task}", rows_for(model, "gptq-w4", task, base_acc, 2.6, seed=i + 10))
-            for level, size in ((10, 2.02), (20, 2.05), (30, 2.1), (40, 2.2), (50, 3.4)):
-                rows = rows_for(model, f"wanda-{level}", task, base_acc - level / 1000, size, seed=level + i)
-                run.write_part(f"{model}-wanda{level}-{task}", rows)
+    params = {"fam-0.5b": 0.5e9, "fam-1.5b": 1.5e9, "other-1b": 1e9}
+    run = write_synthetic_study(store, ("mmlu", "cosmosqa"), params)
     html_path = build_report(store, [run.run_id], tmp_path / "report")
     page = html_path.read_text()
     assert page.count("<table>") == 2

@@ -23,7 +23,7 @@ import pytest
 
 from surefast.bench.store import Store
 
-from .test_analysis import rows_for
+from .test_analysis import write_synthetic_study
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = pytest.mark.skipif(
@@ -58,14 +58,7 @@ def console_lines(stderr: str) -> list[str]:
 @pytest.fixture
 def report(tmp_path: Path) -> Path:
     store = Store(tmp_path / "store")
-    run = store.create_run({"model_params": {"fam-0.5b": 0.5e9, "fam-1.5b": 1.5e9}})
-    for i, (model, acc) in enumerate((("fam-0.5b", 0.5), ("fam-1.5b", 0.7))):
-        for task in ("mmlu", "halu_dialogue"):
-            run.write_part(f"{model}-dense-{task}", rows_for(model, "", task, acc, 2.0, seed=i))
-            run.write_part(f"{model}-gptq-{task}", rows_for(model, "gptq-w4", task, acc, 2.6, seed=i + 10))
-            for level, size in ((10, 2.02), (20, 2.05), (30, 2.1), (40, 2.2), (50, 3.4)):
-                rows = rows_for(model, f"wanda-{level}", task, acc - level / 1000, size, seed=level + i)
-                run.write_part(f"{model}-wanda{level}-{task}", rows)
+    run = write_synthetic_study(store, ("mmlu", "halu_dialogue"), {"fam-0.5b": 0.5e9, "fam-1.5b": 1.5e9})
     out = tmp_path / "report"
     cmd = [sys.executable, "-m", "surefast", "report", run.run_id, "--store", str(store.root), "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True)
