@@ -41,7 +41,7 @@ from _common import SHARED_DATA, write_result
 from surefast.models.chat import encode_chat
 from surefast.speculate import POLICY_CONFIGS, policy_config
 from surefast.speculate.api import METHODS, load_pair, speculative_generate
-from surefast.speculate.tune import _interp, tune_budget, verify_time_curve
+from surefast.speculate.tune import interp, tune_budget, verify_time_curve
 
 TARGETS = {"sage_vs_ar": 2.0, "sage_vs_hf_assisted": 1.25, "sage_acceptance_vs_static_tree": 1.1}
 
@@ -73,12 +73,21 @@ def first_difference(a: list[int], b: list[int]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def measure(args: argparse.Namespace, target: Any, draft: Any, tasks: dict[str, list[torch.Tensor]]) -> list[dict]:
+def method_configs(methods: list[str], budget: int) -> dict[str, Any]:
+    """The policy config of each engine method (``--budget`` applied to sage and dynamic); None for ar / hf-assisted."""
+    return {
+        m: (policy_config(m, budget=budget) if budget and m in ("sage", "dynamic") else policy_config(m))
+        if m in POLICY_CONFIGS
+        else None
+        for m in methods
+    }
+
+
+def measure(
+    args: argparse.Namespace, target: Any, draft: Any, tasks: dict[str, list[torch.Tensor]], configs: dict[str, Any]
+) -> list[dict]:
     """One row per (task, prompt, method): median speed over repeats, acceptance, equality with ``ar``."""
     methods = args.methods.split(",")
-    configs = {
-        m: policy_config(m, budget=args.budget) if args.budget and m in ("sage", "dynamic") else None for m in methods
-    }
 
     def gen(method: str, ids: torch.Tensor, n: int) -> Any:
         return speculative_generate(
@@ -172,10 +181,10 @@ def upper_bound(target: Any, draft: Any, context: int, policies: dict[str, dict]
     verify = verify_time_curve(target.model, context, sizes)
     draft_curve = verify_time_curve(draft.model, context, [1, 4, 8])
     v1, cd = verify[0], draft_curve[0]
-    chains = {k: (k + 1) * v1 / (k * cd + _interp(k + 1, sizes, verify)) for k in range(1, 17)}
+    chains = {k: (k + 1) * v1 / (k * cd + interp(k + 1, sizes, verify)) for k in range(1, 17)}
     best_k = max(chains, key=chains.__getitem__)
     implied = {
-        m: p["mean_acceptance_length"] * v1 / (p["draft_s_per_step"] + _interp(p["mean_tree_size"] + 1, sizes, verify))
+        m: p["mean_acceptance_length"] * v1 / (p["draft_s_per_step"] + interp(p["mean_tree_size"] + 1, sizes, verify))
         for m, p in policies.items()
         if m in POLICY_CONFIGS and p["draft_s_per_step"] > 0
     }
@@ -194,7 +203,7 @@ def upper_bound(target: Any, draft: Any, context: int, policies: dict[str, dict]
     sage = policies.get("sage")
     if sage:  # the draft cost per forward at which SAGE's measured acceptance would reach 2x
         depth = max(1.0, sage["draft_s_per_step"] / cd)  # draft forwards per step, as measured
-        room = sage["mean_acceptance_length"] * v1 / TARGETS["sage_vs_ar"] - _interp(
+        room = sage["mean_acceptance_length"] * v1 / TARGETS["sage_vs_ar"] - interp(
             sage["mean_tree_size"] + 1, sizes, verify
         )
         result["draft_forward_s_needed_for_2x"] = room / depth if room > 0 else None
@@ -212,7 +221,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
-    rows = measure(args, target, draft, tasks)
+    configs = method_configs(methods, args.budget)
+    rows = measure(args, target, draft, tasks, configs)
     policies = aggregate(rows, methods)
     per_task = {t: aggregate([r for r in rows if r["task"] == t], methods) for t in tasks}
     lengths = [int(ids.numel()) for p in tasks.values() for ids in p]
@@ -232,20 +242,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             checks["sage_acceptance_vs_static_tree"] = (
                 s["mean_acceptance_length"] / policies["static-tree"]["mean_acceptance_length"]
             )
-    configs = {
-        m: dataclasses.asdict(
-            policy_config(m, budget=args.budget) if args.budget and m in ("sage", "dynamic") else policy_config(m)
-        )
-        for m in methods
-        if m in POLICY_CONFIGS
-    }
     return {
         "policies": policies,
         "per_task": per_task,
         "upper_bound": bound,
         "targets": TARGETS,
         "measured_against_targets": checks,
-        "policy_configs": configs,
+        "policy_configs": {m: dataclasses.asdict(c) for m, c in configs.items() if c is not None},
         "rows": rows,
     }
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from surefast.speculate.tune import _interp, tune_budget, verify_time_curve
+from surefast.speculate.tune import interp, tune_budget, verify_time_curve
 
 
-def test_interp():
+def testinterp():
     xs, ys = [1, 4, 8], [1.0, 4.0, 6.0]
-    assert _interp(0, xs, ys) == 1.0
-    assert _interp(2.5, xs, ys) == 2.5
-    assert _interp(6, xs, ys) == 5.0
-    assert _interp(10, xs, ys) == 7.0  # extrapolates the last slope
+    assert interp(0, xs, ys) == 1.0
+    assert interp(2.5, xs, ys) == 2.5
+    assert interp(6, xs, ys) == 5.0
+    assert interp(10, xs, ys) == 7.0  # extrapolates the last slope
 
 
 def test_verify_time_curve_leaves_the_cache_alone(tiny):

@@ -76,7 +76,8 @@ def verify_time_curve(
     return out
 
 
-def _interp(x: float, xs: Sequence[int], ys: Sequence[float]) -> float:
+def interp(x: float, xs: Sequence[int], ys: Sequence[float]) -> float:
+    """``ys`` at ``x``: linear between the measured ``xs``, extrapolated from the last two beyond them."""
     if x <= xs[0]:
         return ys[0]
     for (x0, y0), (x1, y1) in zip(zip(xs, ys, strict=True), zip(xs[1:], ys[1:], strict=True), strict=False):
@@ -115,6 +116,6 @@ def tune_budget(
         tree.append(sum(s.tree_size for s in steps) / n)
         draft_s.append(sum(s.draft_s for s in steps) / n)
         over_s.append(sum(s.overhead_s for s in steps) / n)
-        speed.append(tau[-1] / (draft_s[-1] + _interp(tree[-1] + 1, sizes, curve) + over_s[-1]))
+        speed.append(tau[-1] / (draft_s[-1] + interp(tree[-1] + 1, sizes, curve) + over_s[-1]))
     best = list(budgets)[max(range(len(speed)), key=speed.__getitem__)]
     return BudgetReport(list(sizes), curve, list(budgets), tau, tree, draft_s, over_s, speed, best)
