@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import torch
 
 from surefast.compress.api import CompressionConfig, register
+from surefast.compress.linalg import inverse_upper_cholesky
 from surefast.compress.prune.masks import check_sparsity, lowest_k, nm_mask, parse_nm, prune_count
 from surefast.compress.prune.method import PruneMethod
 from surefast.errors import SurefastError
@@ -71,18 +72,6 @@ def damped_hessian(hessian: torch.Tensor, percdamp: float) -> tuple[torch.Tensor
     return H, dead
 
 
-def inverse_cholesky(H: torch.Tensor) -> torch.Tensor:
-    """Upper Cholesky factor ``U`` of ``H^-1`` (``H^-1 = U^T U``). ``[in, in]``."""
-    L, info = torch.linalg.cholesky_ex(H)
-    if int(info) == 0:
-        Hinv = torch.cholesky_inverse(L)
-        U, info = torch.linalg.cholesky_ex(Hinv, upper=True)
-    if int(info) != 0:
-        raise SurefastError("SparseGPT: the layer Hessian is not positive definite even after dampening",
-                            "raise percdamp (e.g. 0.1) or use more calibration samples")  # fmt: skip
-    return U
-
-
 def prune(weight: torch.Tensor, hessian: torch.Tensor, config: SparseGPTConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure core: ``(pruned and updated copy of weight, prune mask)``.
 
@@ -92,7 +81,10 @@ def prune(weight: torch.Tensor, hessian: torch.Tensor, config: SparseGPTConfig) 
     W = weight.detach().clone().to(dt)  # [out, in]
     H, dead = damped_hessian(hessian.to(dt), config.percdamp)
     W[:, dead] = 0
-    U = inverse_cholesky(H)  # [in, in]
+    U = inverse_upper_cholesky(H)  # [in, in]
+    if U is None:
+        raise SurefastError("SparseGPT: the layer Hessian is not positive definite even after dampening",
+                            "raise percdamp (e.g. 0.1) or use more calibration samples")  # fmt: skip
     nm = parse_nm(config.nm)
     out, cols = W.shape
     if nm is not None and cols % nm[1]:

@@ -17,15 +17,15 @@ error-updated weights when the group is reached.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from surefast.compress.api import CompressionConfig, Method, register
+from surefast.compress.linalg import inverse_upper_cholesky, one_thread_on_cpu
 from surefast.compress.quant.fake import check_bits, install_act_quant_, qparams, quant_dequant, weight_qparams
+from surefast.errors import SurefastError
 
 
 @dataclass(frozen=True)
@@ -43,35 +43,16 @@ class GPTQConfig(CompressionConfig):
         check_bits(self.bits)
 
 
-@contextmanager
-def _one_thread_on_cpu(device: torch.device) -> Iterator[None]:
-    """The column loop is thousands of tiny ops: on a busy CPU, intra-op thread hand-offs cost
-    more than the work (measured 17x slower with 2 threads on a loaded 2-core machine)."""
-    if device.type != "cpu":
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def gptq_quantize(
     weight: torch.Tensor, hessian: torch.Tensor, config: GPTQConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Pure core: ``W [out, in]``, ``H [in, in]`` -> (de-quantized ``Q(W)`` fp32, info)."""
-    with _one_thread_on_cpu(weight.device):
-        return _gptq(weight, hessian, config)
+    """Pure core: ``W [out, in]``, ``H [in, in]`` -> (de-quantized ``Q(W)`` fp32, info).
 
-
-def _gptq(weight: torch.Tensor, hessian: torch.Tensor, config: GPTQConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    The factorisation uses every thread; the column sweep runs on one (see ``one_thread_on_cpu``).
+    """
     W = weight.float().clone()  # [out, in]
     H = hessian.float().clone()  # [in, in]
-    n_out, n_in = W.shape
-    bits, sym = config.bits, config.symmetric
-    g = n_in if config.group_size <= 0 else config.group_size
+    g = W.shape[1] if config.group_size <= 0 else config.group_size
 
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
@@ -79,20 +60,33 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, config: GPTQConfig) -> tu
 
     static = None
     if config.act_order:
-        static = weight_qparams(W, bits, g, sym)  # ([out, n_groups, 1], [out, n_groups, 1])
+        static = weight_qparams(W, config.bits, g, config.symmetric)  # ([out, n_groups, 1], [out, n_groups, 1])
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H = W[:, perm], H[perm][:, perm]
     else:
         perm = None
 
     H.diagonal().add_(config.damp * torch.mean(torch.diag(H)))
-    try:
-        L = torch.linalg.cholesky(H)
-        Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)  # [in, in] upper factor of H^-1
-    except torch.linalg.LinAlgError:  # badly conditioned: fall back to a stronger damping once
+    Hinv = inverse_upper_cholesky(H)  # [in, in] upper factor of H^-1
+    if Hinv is None:  # badly conditioned: fall back to a stronger damping once
         H.diagonal().add_(0.1 * torch.mean(torch.diag(H)))
-        Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+        Hinv = inverse_upper_cholesky(H)
+        if Hinv is None:
+            raise SurefastError("GPTQ: a layer Hessian is not positive definite even after dampening",
+                                "raise damp (e.g. 0.1) or use more calibration samples")  # fmt: skip
+    with one_thread_on_cpu(W.device):
+        Q, loss = _columns(W, Hinv, config, static, perm)
+    if perm is not None:
+        Q = Q[:, torch.argsort(perm)]
+    return Q, {"gptq_loss": float(loss.sum())}
 
+
+def _columns(W: torch.Tensor, Hinv: torch.Tensor, config: GPTQConfig, static: Any, perm: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The column sweep: ``(Q(W) [out, in], per-row loss [out])``; ``W`` is updated in place."""
+    n_out, n_in = W.shape
+    bits, sym = config.bits, config.symmetric
+    g = n_in if config.group_size <= 0 else config.group_size
     Q = torch.zeros_like(W)
     loss = torch.zeros(n_out)
     scale = zero = None
@@ -109,7 +103,7 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, config: GPTQConfig) -> tu
                 gi = int(perm[col]) // g  # type: ignore[index]
                 scale, zero = static[0][:, gi], static[1][:, gi]  # [out, 1]
             elif col % g == 0:  # entering a group: scale from the current (error-updated) weights
-                cols = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :g]
+                cols = torch.cat([W1[:, i : i + g], W[:, i2 : i2 + max(0, g - (i2 - col))]], dim=1)  # [out, g]
                 scale, zero = qparams(cols, bits, sym)
             q = quant_dequant(w.unsqueeze(1), scale, zero, bits, sym).squeeze(1)  # type: ignore[arg-type]
             d = Hinv1[i, i]
@@ -119,10 +113,7 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, config: GPTQConfig) -> tu
             W1[:, i:] -= err.unsqueeze(1) * Hinv1[i, i:].unsqueeze(0)
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
-
-    if perm is not None:
-        Q = Q[:, torch.argsort(perm)]
-    return Q, {"gptq_loss": float(loss.sum())}
+    return Q, loss
 
 
 @register(GPTQConfig, needs=("hessian",))
