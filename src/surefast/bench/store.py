@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from filelock import FileLock
 
 from surefast import __version__
+from surefast.atomic import atomic_write_bytes
 from surefast.errors import SurefastError
 from surefast.paths import surefast_home
 
@@ -53,12 +54,6 @@ def default_store() -> Path:
 def new_run_id() -> str:
     """Sortable by time, unique across processes: ``YYYYmmdd-HHMMSS-<6 hex>``."""
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 _LOCKS: dict[Path, FileLock] = {}  # one per run.json, so a process may nest its own locking
@@ -96,7 +91,7 @@ class Run:
 
     def write_meta(self, meta: Mapping[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(self.folder / "run.json", json.dumps(meta, indent=2, default=str).encode())
+        atomic_write_bytes(self.folder / "run.json", json.dumps(meta, indent=2, default=str).encode())
 
     def read_meta(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.folder / "run.json").read_text())
@@ -132,7 +127,7 @@ class Run:
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
         self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(self.folder / f"results-{_safe(part)}.parquet", sink.getvalue().to_pybytes())
+        atomic_write_bytes(self.folder / f"results-{_safe(part)}.parquet", sink.getvalue().to_pybytes())
         return len(new)
 
     def parts(self) -> set[str]:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from surefast.atomic import remove_stale_tmp
 from surefast.bench.plan import CompressionSpec, StudyPlan
 from surefast.bench.runner import UnitProgress, part_name, run_bench
 from surefast.bench.store import Run, Store
@@ -47,6 +48,7 @@ def open_run(store: Store, plan: StudyPlan, command: str) -> Run:
     another process at the same moment: the check and the creation happen under the run's lock)."""
     run = Run(store.root, plan.run_id)
     with run.locked():
+        remove_stale_tmp(run.folder)  # left by a kill -9 mid-write
         if (run.folder / "run.json").is_file():
             run.update_meta(status="running", resumed=time.time())
             return run

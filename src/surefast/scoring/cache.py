@@ -4,7 +4,8 @@ Layout: ``$SUREFAST_HOME/scores/<task>-<strategy>-<hash>/`` with ``manifest.json
 fields, versions) and ``shard-*.npz`` files, each holding one finished batch: ``uids`` [b] str,
 ``logits`` [b, 6] float32, ``labels`` [b] int64, ``shortened`` [b] bool. A shard is written to a
 temporary name and renamed into place (``os.replace``), so a reader sees whole shards or none;
-a kill loses at most the batch in flight. Two processes on one key may both compute a missing
+a kill loses at most the batch in flight (its temporary file is removed when the folder is next
+loaded, see :mod:`surefast.atomic`). Two processes on one key may both compute a missing
 item; both write correct shards and the reader keeps the first it meets.
 
 ``<hash>`` covers the CacheKey (model, compression, task, strategy, data fingerprints) and the
@@ -15,6 +16,7 @@ ids, max_length and the format version), so no two different computations share 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from surefast import __version__
+from surefast.atomic import atomic_write_bytes, remove_stale_tmp
 from surefast.paths import surefast_home
 from surefast.scoring.types import CacheKey
 
@@ -86,13 +89,14 @@ class ScoreStore:
                          "numpy": np.__version__},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }  # fmt: skip
-        _atomic_write(path, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        atomic_write_bytes(path, json.dumps(manifest, indent=2, sort_keys=True).encode())
 
     def load(self) -> dict[str, Cached]:
         """Every item stored so far; unreadable shards (should not happen) are skipped with a warning."""
         found: dict[str, Cached] = {}
         if not self.folder.is_dir():
             return found
+        remove_stale_tmp(self.folder)
         for shard in sorted(self.folder.glob("shard-*.npz")):
             try:
                 with np.load(shard, allow_pickle=False) as data:
@@ -113,17 +117,8 @@ class ScoreStore:
         self._counter += 1
         name = f"shard-{time.time_ns():020d}-{os.getpid()}-{self._counter:05d}.npz"
         path = self.folder / name
-        tmp = self.folder / f".tmp-{name}"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, uids=np.array(uids, dtype=str), logits=np.asarray(logits, dtype=np.float32),
-                     labels=np.asarray(labels, dtype=np.int64), shortened=np.asarray(shortened, dtype=bool))  # fmt: skip
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        buf = io.BytesIO()
+        np.savez(buf, uids=np.array(uids, dtype=str), logits=np.asarray(logits, dtype=np.float32),
+                 labels=np.asarray(labels, dtype=np.int64), shortened=np.asarray(shortened, dtype=bool))  # fmt: skip
+        atomic_write_bytes(path, buf.getvalue(), fsync=True)
         return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -1,0 +1,64 @@
+"""Atomic writes leave no temporary file; the temporary files of dead writers are swept."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from surefast import atomic
+from surefast.atomic import atomic_write_bytes, remove_stale_tmp
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _tmp(folder: Path, name: str, pid: int, age_s: float) -> Path:
+    path = folder / f".{name}.{pid}.tmp"
+    path.write_bytes(b"half")
+    stamp = time.time() - age_s
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_atomic_write_replaces_and_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "run.json"
+    atomic_write_bytes(target, b"one")
+    atomic_write_bytes(target, b"two", fsync=True)
+    assert target.read_bytes() == b"two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
+
+
+def test_failed_write_removes_its_tmp_and_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "part.parquet"
+    target.write_bytes(b"old")
+
+    def broken(src: object, dst: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part.parquet"]
+
+
+def test_remove_stale_tmp_only_takes_dead_or_ancient_writers(tmp_path: Path) -> None:
+    dead, live = _dead_pid(), os.getpid()
+    stale = _tmp(tmp_path, "results-a.parquet", dead, age_s=120)
+    young = _tmp(tmp_path, "results-b.parquet", dead, age_s=5)  # its writer may still be renaming
+    busy = _tmp(tmp_path, "results-c.parquet", live, age_s=120)
+    ancient = _tmp(tmp_path, "results-d.parquet", live, age_s=atomic.MAX_TMP_AGE_S + 10)
+    other = tmp_path / ".run.json.lock"
+    other.write_bytes(b"")
+    removed = remove_stale_tmp(tmp_path)
+    assert sorted(removed) == sorted([stale, ancient])
+    assert young.exists() and busy.exists() and other.exists()
+    assert remove_stale_tmp(tmp_path / "missing") == []
