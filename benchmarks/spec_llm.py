@@ -41,6 +41,7 @@ from _common import SHARED_DATA, write_result
 from surefast.models.chat import encode_chat
 from surefast.speculate import POLICY_CONFIGS, policy_config
 from surefast.speculate.api import METHODS, load_pair, speculative_generate
+from surefast.speculate.divergence import divergence
 from surefast.speculate.tune import interp, tune_budget, verify_time_curve
 
 TARGETS = {"sage_vs_ar": 2.0, "sage_vs_hf_assisted": 1.25, "sage_acceptance_vs_static_tree": 1.1}
@@ -56,21 +57,6 @@ def load_prompts(task: str, n: int) -> list[str]:
             rows = [json.loads(line) for line in f][:n]
         return [f"{r['question']}\nAnswer step by step." for r in rows]
     raise SystemExit(f"unknown task {task!r} (humaneval, gsm8k)")
-
-
-@torch.inference_mode()
-def top2_margin(model: Any, prompt: torch.Tensor, reference: list[int], position: int) -> float:
-    """The target's top-2 logit gap before ``reference[position]`` (one full forward of the prefix)."""
-    ids = torch.cat([prompt, torch.tensor([reference[:position]], dtype=torch.long)], dim=1)
-    top = model(input_ids=ids).logits[0, -1].float().topk(2).values
-    return float(top[0] - top[1])
-
-
-def first_difference(a: list[int], b: list[int]) -> int | None:
-    for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
 
 
 def method_configs(methods: list[str], budget: int) -> dict[str, Any]:
@@ -116,10 +102,10 @@ def measure(
                     repeats_e2e_tokens_per_s=[o.stats.e2e_tokens_per_s for o in runs[m]],
                 )
                 if ref is not None:
-                    pos = first_difference(out.tokens, ref)
-                    row["identical_to_ar"] = pos is None
-                    if pos is not None and pos < len(ref):
-                        row["divergence"] = {"position": pos, "top2_margin": top2_margin(target.model, ids, ref, pos)}
+                    div = divergence(target.model, ids, out.tokens, ref)
+                    row["identical_to_ar"] = div is None
+                    if div is not None and div.position < len(ref):
+                        row["divergence"] = {"position": div.position, "top2_margin": div.top2_margin}
                 if m in ("sage", "dynamic", "static-tree"):
                     row["accepted"] = out.stats.accepted_lengths
                     row["entropy_trace"] = [None if h != h else h for h in out.stats.entropy_trace]

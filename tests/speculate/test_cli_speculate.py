@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import pytest
 
 from surefast.cli import main
-from surefast.cli.speculate import parse_options, sparkline, stats_table
+from surefast.cli.speculate import explain_divergence, parse_options, sparkline, stats_table
 from surefast.errors import SurefastError
 from surefast.speculate import speculative_generate
+from surefast.speculate.divergence import Divergence
 
 
 @pytest.fixture
@@ -53,6 +54,21 @@ def test_speculate_streams_and_compares_with_the_target(run, tmp_path):
     assert payload["identical_to_ar"] is True and payload["policy"] == "sage"
     assert payload["stats"]["new_tokens"] == 12 and payload["baseline"]["method"] == "ar"
     assert len(payload["stats"]["step_records"]) == payload["stats"]["steps"]
+
+
+@pytest.mark.parametrize("policy", ["assisted", "chain"])
+def test_every_kind_of_method_warms_up_and_compares(run, policy):
+    out = run("hi", "--target", "tiny:llama@0", "--draft", "tiny:llama@1", "--policy", policy,
+              "--max-new-tokens", "6", "--dtype", "fp32")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "speed-up" in out.stdout and "same output" in out.stdout
+
+
+def test_a_divergence_is_explained_as_a_tie_or_flagged():
+    tie = explain_divergence(Divergence(position=51, top2_margin=0.125, tolerance=0.3), "bf16")
+    assert "new token 51" in tie and "rounding tie" in tie and "0.125" in tie
+    bug = explain_divergence(Divergence(position=3, top2_margin=2.5, tolerance=0.3), "bf16")
+    assert "should not happen" in bug and "2.500" in bug
 
 
 def test_speculate_hf_assisted_without_comparison(run):

@@ -10,6 +10,7 @@ import ast
 import json
 import math
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from surefast.cli.progress import progress_bar
 from surefast.errors import SurefastError
 from surefast.models import parse_spec
 from surefast.speculate.api import HF_METHODS, check_method, load_pair, speculative_generate, stream_text
+from surefast.speculate.divergence import Divergence, divergence
 from surefast.speculate.stats import SpecStats
 from surefast.speculate.verify import SamplingConfig
 
@@ -109,6 +111,28 @@ def stats_table(stats: SpecStats, baseline: SpecStats | None = None, identical: 
     return table
 
 
+def warm_up(target: Any, draft: Any, ids: torch.Tensor, method: str, config: Any, sampling: SamplingConfig) -> None:
+    """A few untimed tokens of ``method`` and of the target alone: the first forward of a model in a
+    process pays for allocations and kernel selection (about 6 s for the default pair on our CPU),
+    which would otherwise fall on whichever of the two timed runs goes first."""
+    gen = torch.Generator().manual_seed(0)
+    speculative_generate(target, draft, ids, method=method, policy=config, sampling=sampling, max_new_tokens=4,
+                         generator=gen)  # fmt: skip
+    if method != "ar":
+        speculative_generate(target, None, ids, method="ar", sampling=sampling, max_new_tokens=2, generator=gen)
+
+
+def explain_divergence(div: Divergence, dtype: str) -> str:
+    """One line on where a greedy output left the target's own, and why."""
+    where = f"the outputs part at new token {div.position}"
+    if div.is_tie:
+        return (f"[yellow]{where}[/], where the target's two best logits are {div.top2_margin:.3f} apart: a {dtype} "
+                "rounding tie between its tree pass and its one-token pass, not a lost token "
+                "(such ties are far rarer with --dtype fp32)")  # fmt: skip
+    return (f"[red]{where}, where the target prefers its token by {div.top2_margin:.3f}: this should not happen "
+            "under greedy decoding; please report it with --stats-json[/]")  # fmt: skip
+
+
 def speculate(
     prompt: Annotated[str, typer.Argument(help="the user message (chat template applied for instruct models)")],
     target: Annotated[str, typer.Option(help="target model spec")] = DEFAULT_TARGET,
@@ -175,6 +199,9 @@ def speculate(
             return speculative_generate(t.model, None, ids, method="ar", sampling=sampling,
                                         max_new_tokens=max_new_tokens, generator=torch.Generator().manual_seed(seed))  # fmt: skip
 
+    if compare and not (image or video):
+        with console.status("warming up both models (first calls allocate memory and pick kernels; not timed)"):
+            warm_up(t.model, d.model, ids, method, config, sampling)
     err.print(f"[dim]{target} + draft {draft}, {method}, {'greedy' if sampling.greedy else 'sampling'}[/]")
     if method in HF_METHODS:  # transformers decodes these: no streaming, same statistics
         if method == "ar":
@@ -202,19 +229,24 @@ def speculate(
         if prune is not None and prune.n_visual:
             err.print(f"[dim]draft kept {prune.n_visual - prune.n_dropped} of {prune.n_visual} visual tokens[/]")
 
-    baseline, identical = None, None
+    baseline, identical, div = None, None, None
     if compare and method != "ar":
         with console.status("running the target alone for comparison"):
             ref = run_ar()
         baseline = ref.stats
         identical = ref.tokens == tokens if sampling.greedy else None
+        if identical is False and not (image or video):
+            div = divergence(t.model, ids, tokens, ref.tokens)
     console.rule("[bold]statistics")
     console.print(stats_table(stats, baseline, identical))
+    if div is not None:
+        console.print(explain_divergence(div, dtype))
     if stats_json is not None:
         payload = {
             "stats": stats.to_dict(),
             "baseline": baseline.summary() if baseline else None,
             "identical_to_ar": identical,
+            "divergence": None if div is None else {**asdict(div), "is_tie": div.is_tie},
             "target": target,
             "draft": draft,
             "policy": method,
