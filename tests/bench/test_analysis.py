@@ -120,3 +120,44 @@ def test_findings_name_each_cell_once_and_few_sweep_levels_honestly():
     assert sum("Hidden inflation" in t for t in text) == 1  # mmlu only, not again as the average
     assert any("3 levels are too few to tell a jump from a trend" in t for t in text)
     assert any(t.startswith("Significant changes") and "m with gptq: set size +0.60" in t for t in text)
+
+
+def _findings(rows):
+    from surefast.bench.report.build import sweeps_from_labels
+    from surefast.bench.report.findings import findings
+
+    cells = cells_from_rows(rows)
+    ds = deltas(cells)
+    return findings(cells, ds, decoupling(ds), [], sweeps_from_labels({k.compression for k in cells}), 0.1)
+
+
+def test_a_tiny_sweep_change_is_not_called_a_jump():
+    """The demo's case: +0.05 options over Wanda 0-50%, most of it in the last step. No threshold."""
+    rows = rows_for("m", "", "mmlu", 0.60, 3.70)
+    for level, size in ((10, 3.69), (20, 3.70), (30, 3.70), (40, 3.72), (50, 3.75)):
+        rows += rows_for("m", f"wanda-{level}", "mmlu", 0.60, size, seed=level)
+    text = _findings(rows)
+    assert any("set size barely moves along the sweep" in t and "no threshold" in t for t in text), text
+    assert not any("jumps" in t for t in text)
+
+
+def test_a_noisy_sweep_is_not_called_a_jump():
+    rows = rows_for("m", "", "mmlu", 0.60, 3.0, noise=0.5)
+    for level, size in ((10, 3.0), (20, 3.0), (30, 3.0), (40, 3.0), (50, 3.3)):
+        rows += rows_for("m", f"wanda-{level}", "mmlu", 0.60, size, noise=0.5, seed=level)
+    text = _findings(rows)
+    assert any("too noisy to locate a threshold" in t for t in text), text
+
+
+def test_a_real_cliff_is_still_a_jump():
+    rows = rows_for("m", "", "mmlu", 0.60, 2.0)
+    for level, size in ((10, 2.02), (20, 2.05), (30, 2.1), (40, 2.2), (50, 3.4)):
+        rows += rows_for("m", f"wanda-{level}", "mmlu", 0.60, size, seed=level)
+    assert any("set size jumps along the sweep" in t for t in _findings(rows))
+
+
+def test_a_baseline_near_chance_gets_a_caution():
+    weak = _findings(rows_for("m", "", "mmlu", 0.27, 3.7) + rows_for("m", "gptq", "mmlu", 0.26, 3.8, seed=1))
+    assert any(t.startswith("Caution: uncompressed m answers 2") and "close to chance (16.7%" in t for t in weak), weak
+    strong = _findings(rows_for("m", "", "mmlu", 0.60, 2.0) + rows_for("m", "gptq", "mmlu", 0.59, 2.1, seed=1))
+    assert not any(t.startswith("Caution") for t in strong)

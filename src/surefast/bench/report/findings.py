@@ -10,6 +10,11 @@ from surefast.bench.analysis import CellKey, Decoupling, Delta, sweep_jump
 from surefast.bench.analysis.cells import ALL_TASKS
 from surefast.bench.analysis.scale import ScaleRow
 
+N_OPTIONS = 6  # every task is six-option multiple choice
+CHANCE = 1 / N_OPTIONS
+NEAR_CHANCE = 2.0  # a baseline below twice chance gets a caution
+MIN_SIZE_CHANGE = 0.1  # options; the set-size change that counts (as in the decoupling analysis)
+
 
 def _label(key: CellKey) -> str:
     task = "on average over tasks" if key.task == ALL_TASKS else f"on {key.task}"
@@ -24,6 +29,13 @@ def findings(cells: dict[CellKey, dict[str, np.ndarray]], ds: list[Delta], dec: 
         low = min(cov, key=lambda kv: kv[1])
         out.append(f"Coverage held near its {100 * (1 - alpha):.0f}% guarantee: mean {100 * np.mean([c for _, c in cov]):.1f}% "
                    f"over {len(cov)} cells, lowest {100 * low[1]:.1f}% ({_label(low[0])}).")  # fmt: skip
+    for key, metrics in sorted(cells.items()):
+        if key.compression == "" and key.task == ALL_TASKS and "accuracy" in metrics:
+            acc = float(metrics["accuracy"].mean())
+            if acc < NEAR_CHANCE * CHANCE:
+                out.append(f"Caution: uncompressed {key.model} answers {100 * acc:.1f}% correctly, close to chance "
+                           f"({100 * CHANCE:.1f}% with {N_OPTIONS} options). With little knowledge to lose, its cells "
+                           "can confirm coverage but not the size of compression effects on accuracy or set size.")  # fmt: skip
     one_task = len({k.task for k in cells if k.task != ALL_TASKS}) == 1  # its average repeats it
     sig = [d for d in ds if d.key.task == ALL_TASKS and d.significant and d.metric in ("accuracy", "mean_set_size")]
     if sig:
@@ -69,6 +81,17 @@ def findings(cells: dict[CellKey, dict[str, np.ndarray]], ds: list[Delta], dec: 
             if ys[-1] - ys[0] <= 0:
                 out.append(f"{method} on {model}: set size does not grow along the sweep ({ys[0]:.2f} at level "
                            f"{xs[0]:g}, {ys[-1]:.2f} at level {xs[-1]:g}).")  # fmt: skip
+                continue
+            end = next((d for d in ds if d.key == CellKey(model, levels[-1][1], ALL_TASKS)
+                        and d.metric == "mean_set_size"), None)  # fmt: skip
+            span = f"{ys[0]:.2f} at level {xs[0]:g} to {ys[-1]:.2f} at level {xs[-1]:g}"
+            if ys[-1] - ys[0] < MIN_SIZE_CHANGE:
+                out.append(f"{method} on {model}: set size barely moves along the sweep ({span}, under the "
+                           f"{MIN_SIZE_CHANGE} options that count as a change): no threshold to locate.")  # fmt: skip
+                continue
+            if end is not None and not end.significant:
+                out.append(f"{method} on {model}: set size grows along the sweep ({span}) but the end point's change is "
+                           f"not significant ({end.ci_low:+.2f} to {end.ci_high:+.2f}): too noisy to locate a threshold.")  # fmt: skip
                 continue
             shape = "jumps" if jump.last_step_share > 0.5 or (jump.jump_score == jump.jump_score and jump.jump_score > 0.8) \
                 else "grows gradually"  # fmt: skip
