@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from surefast.bench.plan import StudyPlan, load_plan
+from surefast.bench.plan import CompressionSpec, StudyPlan, load_plan
+from surefast.bench.runner import Estimate
 from surefast.bench.store import Run, Store
 from surefast.bench.study import JobOutcome, job_done, run_study_local, run_study_ray
 
@@ -25,8 +26,8 @@ def _plan(path: Path, n: int | None, data: str | None) -> StudyPlan:
     return load_plan(path, {"n": n, "data": data})
 
 
-def estimate_jobs(plan: StudyPlan) -> dict[str, float]:
-    """Seconds of scoring per job for each model (measured throughput here x tokens to score)."""
+def estimate_jobs(plan: StudyPlan) -> dict[str, Estimate]:
+    """Each model's scoring estimate (measured throughput here x tokens to score)."""
     import gc
 
     from surefast.bench.runner import estimate
@@ -35,29 +36,43 @@ def estimate_jobs(plan: StudyPlan) -> dict[str, float]:
     out = {}
     for model in plan.models:
         loaded = load_model(model, dtype=plan.dtype)
-        out[model] = estimate(loaded, plan.bench).seconds
+        out[model] = estimate(loaded, plan.bench)
         del loaded
         gc.collect()
     return out
 
 
-def print_cells(plan: StudyPlan, run: Run | None, seconds: dict[str, float] | None) -> None:
+def job_seconds(plan: StudyPlan, comp: CompressionSpec, est: Estimate) -> tuple[float, float]:
+    """(scoring, compression) seconds of one job here; compression from :mod:`surefast.bench.cost`."""
+    from surefast.bench.cost import compression_seconds
+    from surefast.compress.calibration_data import CalibrationConfig
+
+    calib = CalibrationConfig(**dict(plan.calibration))
+    return est.seconds, compression_seconds(comp.method, dict(comp.options), calib.n_samples * calib.seq_len,
+                                            est.tokens_per_s)  # fmt: skip
+
+
+def print_cells(plan: StudyPlan, run: Run | None, estimates: dict[str, Estimate] | None) -> None:
     table = Table(title=f"study {plan.name} ({plan.run_id}): {len(plan.jobs())} jobs x "
                         f"{len(plan.bench.tasks)} tasks x {len(plan.bench.strategies)} strategies, n={plan.bench.n}")  # fmt: skip
-    for col in ("model", "compression", "method options", "scoring est.", "status"):
+    for col in ("model", "compression", "method options", "est. scoring + compression", "status"):
         table.add_column(col)
-    total = 0.0
+    total = [0.0, 0.0]
     for model, comp in plan.jobs():
         done = run is not None and job_done(run, plan, model, comp)
-        est = 0.0 if done or seconds is None else seconds[model]
-        total += est
         options = ", ".join(f"{k}={v}" for k, v in comp.options) if comp.method else "-"
-        table.add_row(model, comp.label, f"{comp.method or ''} {options}".strip(),
-                      "-" if seconds is None else f"{est / 60:.1f} min", "[green]done[/]" if done else "to do")  # fmt: skip
+        cost = "-"
+        if estimates is not None and not done:
+            score_s, compress_s = job_seconds(plan, comp, estimates[model])
+            total[0], total[1] = total[0] + score_s, total[1] + compress_s
+            cost = f"{score_s / 60:.1f} + {compress_s / 60:.1f} min"
+        table.add_row(model, comp.label, f"{comp.method or ''} {options}".strip(), cost,
+                      "[green]done[/]" if done else "to do")  # fmt: skip
     console.print(table)
-    if seconds is not None:
-        console.print(f"scoring: about {total / 60:.0f} min on this machine (an upper bound: cached logits are free), "
-                      "plus compression time for each compressed job")  # fmt: skip
+    if estimates is not None:
+        console.print(f"to do: about {sum(total) / 60:.0f} min on this machine ({total[0] / 60:.0f} min scoring, an "
+                      f"upper bound as cached logits are free; {total[1] / 60:.0f} min compressing, a rough model "
+                      "good to a factor of two)")  # fmt: skip
 
 
 @app.command("plan")

@@ -1,0 +1,56 @@
+"""A rough model of compression time, so a study plan can say how long its jobs take here.
+
+Compression time is counted in *forward-token equivalents*: the number of tokens the
+uncompressed model could prefill in the same time on the same machine. Dividing by the
+throughput measured here (:func:`surefast.bench.runner.measure_tokens_per_s`) turns it into
+seconds, which carries the estimate across machines and, to first order, across model sizes
+(both scale with the parameter count). Each method costs a fixed amount (its own arithmetic:
+Hessian factorisations, column sweeps, rotations, searches) plus three passes over the
+calibration tokens when it reads data (capture the first block's inputs, gather statistics,
+feed the compressed block's outputs on).
+
+The fixed costs were measured on qwen2.5-coder-0.5b-instruct in bf16 on a 2-core CPU (the
+demo study); methods the demo does not run were measured on smollm2-135m-instruct under load,
+so they err long. Expect the estimate within a factor of two, not better: GPTQ's and
+SparseGPT's factorisations grow with the cube of the layer width, faster than the parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# forward-token equivalents per method (its own arithmetic, not the calibration passes)
+FIXED_TOKENS = {
+    "rtn": 2_500,
+    "awq": 250_000,
+    "smoothquant": 60_000,
+    "gptq": 30_000,
+    "quarot": 45_000,
+    "spinquant": 650_000,
+    "magnitude": 10_000,
+    "wanda": 7_000,
+    "sparsegpt": 33_000,
+    "llm-pruner": 45_000,
+    "slicegpt": 35_000,
+}
+DEFAULT_FIXED_TOKENS = 50_000  # a method registered by a plugin: no measurement
+CALIBRATION_PASSES = 3
+
+
+def uses_data(method: str, options: dict[str, Any]) -> bool:
+    from surefast.compress import make_config
+    from surefast.compress.api import method_for
+
+    m = method_for(make_config(method, **options))
+    return bool(m.needs) or m.uses_calibration
+
+
+def compression_seconds(method: str | None, options: dict[str, Any], calibration_tokens: int,
+                        tokens_per_s: float) -> float:  # fmt: skip
+    """Estimated wall time of one compression here (0 for the dense model)."""
+    if method is None:
+        return 0.0
+    tokens = FIXED_TOKENS.get(method, DEFAULT_FIXED_TOKENS)
+    if uses_data(method, options):
+        tokens += CALIBRATION_PASSES * calibration_tokens
+    return tokens / tokens_per_s
