@@ -9,9 +9,10 @@ Hessian factorisations, column sweeps, rotations, searches) plus three passes ov
 calibration tokens when it reads data (capture the first block's inputs, gather statistics,
 feed the compressed block's outputs on).
 
-The fixed costs were measured on qwen2.5-coder-0.5b-instruct in bf16 on a 2-core CPU (the
-demo study); methods the demo does not run were measured on smollm2-135m-instruct under load,
-so they err long. Expect the estimate within a factor of two, not better: GPTQ's and
+The fixed costs were measured in bf16 on a 2-core CPU: on qwen2.5-coder-0.5b-instruct in the
+demo study (301 tokens/s prefill) for the methods it runs, on smollm2-135m-instruct in
+benchmarks/method_matrix.py (895 tokens/s) for the others. The same method measured on both
+(GPTQ: 41k and 24k) shows the spread. Expect the estimate within a factor of two, not better: GPTQ's and
 SparseGPT's factorisations grow with the cube of the layer width, faster than the parameters.
 """
 
@@ -21,17 +22,17 @@ from typing import Any
 
 # forward-token equivalents per method (its own arithmetic, not the calibration passes)
 FIXED_TOKENS = {
-    "rtn": 2_500,
-    "awq": 250_000,
-    "smoothquant": 60_000,
-    "gptq": 30_000,
-    "quarot": 45_000,
-    "spinquant": 650_000,
-    "magnitude": 10_000,
-    "wanda": 7_000,
-    "sparsegpt": 33_000,
-    "llm-pruner": 45_000,
-    "slicegpt": 35_000,
+    "rtn": 1_500,  # qwen 0.5B: 4-5 s
+    "gptq": 41_000,  # qwen 0.5B: 178 s with 4096 calibration tokens
+    "quarot": 52_000,  # qwen 0.5B: 215 s (GPTQ weights)
+    "sparsegpt": 37_000,  # qwen 0.5B: 165 s
+    "wanda": 3_000,  # qwen 0.5B: 35-40 s, nearly all calibration passes
+    "awq": 60_000,  # smollm2: 69 s with 1024 calibration tokens
+    "smoothquant": 1_000,  # smollm2: 3 s
+    "spinquant": 100_000,  # smollm2: 61 s for 10 steps; the default is 20
+    "magnitude": 3_500,  # smollm2: 4 s
+    "llm-pruner": 14_000,  # smollm2: 19 s
+    "slicegpt": 7_000,  # smollm2: 12 s
 }
 DEFAULT_FIXED_TOKENS = 50_000  # a method registered by a plugin: no measurement
 CALIBRATION_PASSES = 3
