@@ -41,6 +41,12 @@ CELLS: dict[str, tuple[str, dict[str, Any]]] = {
     "llm-pruner-20": ("llm-pruner", dict(ratio=0.2)),
     "slicegpt-20": ("slicegpt", dict(ratio=0.2)),
 }
+# Diagnostics, run only when named in --methods (docs/compress.md: the gemma-3-270m QuaRot limit)
+EXTRA: dict[str, tuple[str, dict[str, Any]]] = {
+    "rtn-w8a16-pc": ("rtn", dict(bits=8, group_size=-1)),
+    "quarot-rtn-w8a16": ("quarot", dict(bits=8, act_bits=16, weight_method="rtn")),
+    "quarot-rotation-only": ("quarot", dict(quantize=False)),
+}
 OUT = RESULTS / "method_matrix.json"
 
 
@@ -88,7 +94,7 @@ def main() -> None:
         for cell in args.methods.split(","):
             if cell in entry and not args.force:
                 continue
-            method, kw = CELLS[cell]
+            method, kw = {**CELLS, **EXTRA}[cell]
             if method == "spinquant":
                 kw = {**kw, "steps": args.spin_steps}
             model = load_model(name, dtype=args.dtype, device="cpu").model

@@ -11,8 +11,8 @@ feed the compressed block's outputs on).
 
 The fixed costs were measured in bf16 on a 2-core CPU: on qwen2.5-coder-0.5b-instruct in the
 demo study (301 tokens/s prefill) for the methods it runs, on smollm2-135m-instruct in
-benchmarks/method_matrix.py (895 tokens/s) for the others. The same method measured on both
-(GPTQ: 41k and 24k) shows the spread. Expect the estimate within a factor of two, not better: GPTQ's and
+benchmarks/method_matrix.py (895 tokens/s) for the others. GPTQ, measured on both (41k and
+24k), shows the spread. Expect the estimate within a factor of two, not better: GPTQ's and
 SparseGPT's factorisations grow with the cube of the layer width, faster than the parameters.
 """
 

@@ -70,9 +70,9 @@ def print_cells(plan: StudyPlan, run: Run | None, estimates: dict[str, Estimate]
                       "[green]done[/]" if done else "to do")  # fmt: skip
     console.print(table)
     if estimates is not None:
-        console.print(f"to do: about {sum(total) / 60:.0f} min on this machine ({total[0] / 60:.0f} min scoring, an "
-                      f"upper bound as cached logits are free; {total[1] / 60:.0f} min compressing, a rough model "
-                      "good to a factor of two)")  # fmt: skip
+        console.print(f"to do: about {sum(total) / 60:.0f} min on this machine ({total[0] / 60:.0f} min scoring at the "
+                      f"prefill speed measured here, model loading not included; {total[1] / 60:.0f} min compressing, "
+                      "a rough model good to a factor of two)")  # fmt: skip
 
 
 @app.command("plan")
