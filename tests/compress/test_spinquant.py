@@ -37,3 +37,16 @@ def test_learning_lowers_the_quantized_loss(tiny, calib_ids) -> None:  # type: i
     assert torch.allclose(r1 @ r1.T, torch.eye(r1.shape[0], dtype=r1.dtype), atol=1e-8)
     assert r2.shape == (2, 16, 16)
     assert all(not p.requires_grad or p.grad is None for p in model.parameters())
+
+
+def test_an_overflowing_model_stops_with_a_clear_error(tiny, calib_ids) -> None:  # type: ignore[no-untyped-def]
+    from surefast.errors import SurefastError
+
+    model = tiny("gemma3")
+    untie_lm_head_(model)
+    fuse_norms_(model, arch_facts(model))
+    block = model.model.layers[0]
+    block.register_forward_hook(lambda mod, args, out: (out[0] * float("inf"), *out[1:]) if isinstance(out, tuple)
+                                else out * float("inf"))  # fmt: skip
+    with pytest.raises(SurefastError, match="not finite at step 1"):
+        learn_rotations(model, arch_facts(model), calib_ids, SpinQuantConfig(steps=2))

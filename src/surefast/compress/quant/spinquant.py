@@ -131,11 +131,13 @@ def learn_rotations(model: Any, arch: Any, ids: torch.Tensor, config: SpinQuantC
             batch = train[start : start + config.batch_size].to(device)
             sim.r1, sim.r2 = r1_0 @ cayley(x1), r2_0 @ cayley(x2)
             loss = model(batch, labels=batch, use_cache=False).loss
-            if not torch.isfinite(loss):
-                raise SurefastError(f"SpinQuant: the loss is {loss.item()} at step {step + 1}",
-                                    "the activation-quantized model overflows here; try quarot (fixed rotations) "
-                                    "or --dtype fp32")  # fmt: skip
-            loss.backward()
+            if torch.isfinite(loss):
+                loss.backward()
+            if not (torch.isfinite(loss) and all(bool(torch.isfinite(x.grad).all()) for x in (x1, x2))):
+                what = "loss" if not torch.isfinite(loss) else "gradient"
+                raise SurefastError(f"SpinQuant: the {what} is not finite at step {step + 1}",
+                                    "the activation-quantized model overflows here (known for gemma-3-270m, see "
+                                    "docs/compress.md); use awq, gptq or smoothquant for this model")  # fmt: skip
             opt.step()
             opt.zero_grad()
             losses.append(round(loss.item(), 5))
