@@ -57,7 +57,7 @@ def remove_stale_tmp(folder: Path, *, now: float | None = None, min_age_s: float
     than :data:`MAX_TMP_AGE_S` whatever its pid (a writer on another host).
     """
     now = time.time() if now is None else now
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     for path in folder.iterdir():

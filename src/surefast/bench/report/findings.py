@@ -31,9 +31,9 @@ def findings(cells: dict[CellKey, dict[str, np.ndarray]], ds: list[Delta], dec: 
                    f"over {len(cov)} cells, lowest {100 * low[1]:.1f}% ({_label(low[0])}).")  # fmt: skip
     for key, metrics in sorted(cells.items()):
         if key.compression == "" and key.task == ALL_TASKS and "accuracy" in metrics:
-            acc = float(metrics["accuracy"].mean())
-            if acc < NEAR_CHANCE * CHANCE:
-                out.append(f"Caution: uncompressed {key.model} answers {100 * acc:.1f}% correctly, close to chance "
+            base_acc = float(metrics["accuracy"].mean())
+            if base_acc < NEAR_CHANCE * CHANCE:
+                out.append(f"Caution: uncompressed {key.model} answers {100 * base_acc:.1f}% correctly, close to chance "
                            f"({100 * CHANCE:.1f}% with {N_OPTIONS} options). With little knowledge to lose, its cells "
                            "can confirm coverage but not the size of compression effects on accuracy or set size.")  # fmt: skip
     one_task = len({k.task for k in cells if k.task != ALL_TASKS}) == 1  # its average repeats it

@@ -133,7 +133,9 @@ def learn_rotations(model: Any, arch: Any, ids: torch.Tensor, config: SpinQuantC
             loss = model(batch, labels=batch, use_cache=False).loss
             if torch.isfinite(loss):
                 loss.backward()
-            if not (torch.isfinite(loss) and all(bool(torch.isfinite(x.grad).all()) for x in (x1, x2))):
+            if not (
+                torch.isfinite(loss) and all(x.grad is not None and bool(x.grad.isfinite().all()) for x in (x1, x2))
+            ):
                 what = "loss" if not torch.isfinite(loss) else "gradient"
                 raise SurefastError(f"SpinQuant: the {what} is not finite at step {step + 1}",
                                     "the activation-quantized model overflows here (known for gemma-3-270m, see "
