@@ -50,12 +50,14 @@ def compress(
         "ratio": ratio,
     }
     config = make_config(method, **options)
-    calib = {k: v for k, v in {"n_samples": n_samples, "seq_len": seq_len}.items() if v is not None}
+    defaults = CalibrationConfig()
+    calib = CalibrationConfig(source=calibration, n_samples=defaults.n_samples if n_samples is None else n_samples,
+                              seq_len=defaults.seq_len if seq_len is None else seq_len)  # fmt: skip
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # its shard-writing bar would break the status line
     with Status(f"compressing {model} with {method}", console=console) as status:
-        result = compress_model(model, config, CalibrationConfig(source=calibration, **calib), out,
+        result = compress_model(model, config, calib, out,
                                 progress=lambda text: status.update(text), dtype=dtype)  # fmt: skip
     console.print(f"{config.method}: {result.seconds:.1f} s, fingerprint {result.fingerprint}; saved to {out}")
     console.print(f"evaluate it with: surefast bench run --model {out}")

@@ -193,6 +193,7 @@ def speculate(
         ids = encode_chat(t.tokenizer, prompt, use_template=chat)
 
         def run_spec() -> Any:
+            assert config is not None, "transformers' own methods are run by speculative_generate"
             return SpeculativeDecoder(t.model, d.model, config, sampling, generator)
 
         def run_ar() -> Any:

@@ -40,7 +40,7 @@ def convert_gguf(gguf: Path, out: Path) -> dict[str, Any]:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
     # transformers 5.x refuses to save a model that still carries the GGUF quantizer.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # the attribute is typed without None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     hf_logging.disable_progress_bar()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,6 +21,9 @@ from surefast.speculate.model import HFCausalLM
 from surefast.speculate.policies import POLICY_CONFIGS, PolicyConfig, policy_config
 from surefast.speculate.stats import SpecStats
 from surefast.speculate.verify import GREEDY, SamplingConfig
+
+if TYPE_CHECKING:
+    from surefast.models import ModelSpec
 
 HF_METHODS = ("ar", "hf-assisted")
 METHODS: tuple[str, ...] = ("ar", *POLICY_CONFIGS, "hf-assisted")
@@ -39,7 +42,12 @@ def check_method(method: str) -> str:
 
 
 def load_pair(
-    target: str, draft: str, *, dtype: Any = None, device: str | None = None, progress: Any = None
+    target: str | ModelSpec,
+    draft: str | ModelSpec,
+    *,
+    dtype: Any = None,
+    device: str | None = None,
+    progress: Any = None,
 ) -> tuple[Any, Any]:
     """Load a (target, draft) pair of model specs as :class:`~surefast.models.LoadedModel` s.
 
