@@ -20,8 +20,9 @@ Learning rate: Adam moves every entry of ``X`` by about ``lr`` per step whatever
 and ``R`` changes by about ``2 lr sqrt(H)`` in operator norm, so the rate must shrink with the
 width. On SmolLM2-135M (H = 576, 20 steps on 8 x 128 calibration tokens, W4A4 activations,
 mean loss over the 8 training windows / 8 held-out windows; 3.690 / 3.914 at the Hadamard
-start) lr 1e-3 made both worse (3.870 / 4.081), 3e-4 helped neither (3.720 / 3.902) and 1e-4
-improved both (3.642 / 3.879); 40 steps at 1e-4 were no better (3.685 / 3.896). Default: 1e-4.
+start) lr 1e-3 made both worse (3.870 / 4.081), 3e-4 worsened the objective and barely moved
+the held-out loss (3.720 / 3.902), and 1e-4 improved both (3.642 / 3.879); 40 steps at 1e-4
+were no better (3.685 / 3.896). Default: 1e-4.
 
 Budget on a 2-core CPU (bf16): SmolLM2-135M, 20 steps of 1 x 256 tokens, about a minute;
 Qwen2.5-0.5B about 4x that; models of several billion parameters need a GPU (the paper uses
