@@ -61,3 +61,53 @@ def test_partial_last_group() -> None:
     assert q.shape == w.shape
     assert torch.allclose(q[:, 512:], fake_quant_weight(w[:, 512:], 4, group_size=-1))
     assert torch.allclose(q[:, :512], fake_quant_weight(w[:, :512], 4, group_size=128))
+
+
+def _naive_clip_search(row: list[float], bits: int, symmetric: bool) -> float:
+    """Independent reference: the 2.4-norm error of every clip in plain Python; the best clip's scale."""
+    best_err, best_scale = None, 0.0
+    for i in range(81):
+        clip = 1 - i / 100
+        if symmetric:
+            qmax = 2 ** (bits - 1) - 1
+            scale = max(max(abs(v) for v in row) * clip / qmax, 1e-10)
+            deq = [min(max(round(v / scale), -qmax - 1), qmax) * scale for v in row]
+        else:
+            lo, hi = min(min(row), 0.0) * clip, max(max(row), 0.0) * clip
+            scale = max((hi - lo) / (2**bits - 1), 1e-10)
+            zero = round(-lo / scale)
+            deq = [(min(max(round(v / scale) + zero, 0), 2**bits - 1) - zero) * scale for v in row]
+        err = sum(abs(d - v) ** 2.4 for d, v in zip(deq, row, strict=True))
+        if best_err is None or err < best_err * (1 - 1e-6):  # strictly better, beyond fp32 rounding
+            best_err, best_scale = err, scale
+    return best_scale
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("bits", [3, 4])
+def test_clip_search_matches_naive_reference(bits: int, symmetric: bool) -> None:
+    gen = torch.Generator().manual_seed(bits)
+    w = torch.randn(6, 32, generator=gen)
+    w[:, 0] *= 6  # one outlier per group: clipping it pays off
+    scale, _ = weight_qparams(w, bits, 16, symmetric, clip_search=True)  # [6, 2, 1]
+    for r in range(6):
+        for gi in range(2):
+            expect = _naive_clip_search(w[r, gi * 16 : (gi + 1) * 16].tolist(), bits, symmetric)
+            assert scale[r, gi, 0].item() == pytest.approx(expect, rel=1e-5)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_clip_search_never_worse_and_on_grid(symmetric: bool) -> None:
+    w = torch.randn(32, 256, generator=torch.Generator().manual_seed(0)) * 0.02
+    w[torch.rand(32, 256, generator=torch.Generator().manual_seed(1)) < 0.01] *= 10  # sparse outliers
+    plain = fake_quant_weight(w, 4, 64, symmetric)
+    clipped = fake_quant_weight(w, 4, 64, symmetric, clip_search=True)
+    per_group = lambda q: (q - w).abs().pow(2.4).reshape(32, 4, 64).sum(-1)  # noqa: E731
+    assert (per_group(clipped) <= per_group(plain) + 1e-12).all()
+    assert per_group(clipped).sum() < 0.97 * per_group(plain).sum()
+    scale, zero = weight_qparams(w, 4, 64, symmetric, clip_search=True)
+    steps = clipped.reshape(32, 4, 64) / scale + (zero if not symmetric else 0)
+    assert torch.allclose(steps, steps.round(), atol=1e-4)
+    assert torch.equal(
+        rtn_quantize(w, RTNConfig(bits=4, group_size=64, symmetric=symmetric, clip_search=True)), clipped
+    )

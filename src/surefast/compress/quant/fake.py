@@ -44,6 +44,27 @@ def qparams(w: torch.Tensor, bits: int, symmetric: bool, clip: float = 1.0) -> t
     return scale, torch.round(-lo / scale)
 
 
+def search_qparams(w: torch.Tensor, bits: int, symmetric: bool, grid: int = 100, max_shrink: float = 0.8,
+                   norm: float = 2.4) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Clipped scale and zero of ``w [..., g]`` (``[..., 1]`` each) minimising ``sum |w - Q(w)|^norm``.
+
+    Tries the ranges ``clip * [min, max]`` for ``clip = 1, 1 - 1/grid, ..., 1 - max_shrink`` and keeps,
+    per group, the one with the least error: clipping a few large weights buys a finer grid for
+    the rest. The search and its constants (100 steps, shrink to 0.2, the 2.4-norm) follow the
+    ``mse`` option of the GPTQ reference quantizer, which QuaRot uses for its weights (``w_clip``).
+    """
+    best_scale, best_zero = qparams(w, bits, symmetric)
+    best_err = (quant_dequant(w, best_scale, best_zero, bits, symmetric) - w).abs().pow(norm).sum(-1, keepdim=True)
+    for i in range(1, int(max_shrink * grid) + 1):
+        scale, zero = qparams(w, bits, symmetric, clip=1 - i / grid)
+        err = (quant_dequant(w, scale, zero, bits, symmetric) - w).abs().pow(norm).sum(-1, keepdim=True)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_scale = torch.where(better, scale, best_scale)
+        best_zero = torch.where(better, zero, best_zero)
+    return best_scale, best_zero
+
+
 def quant_dequant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
     """Round ``w`` onto the grid given by ``scale``/``zero`` and map back to reals."""
     if symmetric:
@@ -64,18 +85,24 @@ def _groups(w: torch.Tensor, group_size: int) -> torch.Tensor:
     return w.reshape(out, (cols + pad) // g, g)  # [out, n_groups, g]
 
 
+def group_qparams(w: torch.Tensor, bits: int, symmetric: bool, clip_search: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Scale and zero of ``w [..., g]``: the full range, or the searched clip (:func:`search_qparams`)."""
+    return search_qparams(w, bits, symmetric) if clip_search else qparams(w, bits, symmetric)
+
+
 def weight_qparams(
-    w: torch.Tensor, bits: int, group_size: int, symmetric: bool, clip: float = 1.0
+    w: torch.Tensor, bits: int, group_size: int, symmetric: bool, clip_search: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-group scale and zero of ``w [out, in]``: ``[out, n_groups, 1]`` each."""
-    return qparams(_groups(w.float(), group_size), bits, symmetric, clip)
+    return group_qparams(_groups(w.float(), group_size), bits, symmetric, clip_search)
 
 
 def fake_quant_weight(w: torch.Tensor, bits: int, group_size: int = 128, symmetric: bool = True,
-                      clip: float = 1.0) -> torch.Tensor:  # fmt: skip
+                      clip_search: bool = False) -> torch.Tensor:  # fmt: skip
     """Round-to-nearest group quantization of ``w [out, in]``, de-quantized (fp32)."""
     g = _groups(w.float(), group_size)  # [out, n_groups, g]
-    scale, zero = qparams(g, bits, symmetric, clip)
+    scale, zero = group_qparams(g, bits, symmetric, clip_search)
     return quant_dequant(g, scale, zero, bits, symmetric).reshape(w.shape[0], -1)[:, : w.shape[1]]
 
 

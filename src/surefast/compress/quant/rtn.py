@@ -24,6 +24,7 @@ class RTNConfig(CompressionConfig):
     bits: int = 4
     group_size: int = 128  # input channels per scale; -1 = per output channel
     symmetric: bool = True
+    clip_search: bool = False  # per-group clipped ranges (fake.search_qparams) instead of full ranges
     act_bits: int = 16  # 16 = activations stay in floating point
 
     def __post_init__(self) -> None:
@@ -32,7 +33,7 @@ class RTNConfig(CompressionConfig):
 
 def rtn_quantize(weight: torch.Tensor, config: RTNConfig) -> torch.Tensor:
     """Pure core: ``W [out, in]`` -> de-quantized ``Q(W) [out, in]`` (fp32)."""
-    return fake_quant_weight(weight, config.bits, config.group_size, config.symmetric)
+    return fake_quant_weight(weight, config.bits, config.group_size, config.symmetric, config.clip_search)
 
 
 @register(RTNConfig)
