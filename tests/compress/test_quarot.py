@@ -19,8 +19,30 @@ def test_rotated_model_gives_same_logits(tiny, calib_ids, probe_ids, arch) -> No
     compress_(model, QuaRotConfig(quantize=False), calib_ids)
     assert (model(probe_ids).logits - ref).abs().max() < 1e-3
     # the weights really were rotated, and o/down have online Hadamards
-    assert not torch.allclose(model.get_input_embeddings().weight, tiny(arch).get_input_embeddings().weight)
-    assert hasattr(decoder_layers(model)[0].self_attn.o_proj, "_surefast_input_transform")
+    block = decoder_layers(model)[0]
+    if arch == "gemma3":  # sandwich norms: residual unrotated, pre-norm outputs rotated online
+        assert torch.equal(model.get_input_embeddings().weight, tiny(arch).get_input_embeddings().weight)
+        assert hasattr(block.input_layernorm, "_surefast_norm_rotation")
+        assert not hasattr(block.post_attention_layernorm, "_surefast_norm_rotation")
+    else:
+        assert not torch.allclose(model.get_input_embeddings().weight, tiny(arch).get_input_embeddings().weight)
+    assert not torch.allclose(block.self_attn.q_proj.weight, decoder_layers(tiny(arch))[0].self_attn.q_proj.weight)
+    assert hasattr(block.self_attn.o_proj, "_surefast_input_transform")
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.5, 1.0])
+def test_sandwich_norm_split_keeps_the_function(tiny, probe_ids, keep) -> None:  # type: ignore[no-untyped-def]
+    """Gemma3: any split of a pre-norm's scale between the norm and its readers is exact."""
+    model = tiny("gemma3")
+    with torch.no_grad():  # Gemma-3-270M's pre-norm scales span about -0.3 to 233
+        for block in decoder_layers(model):
+            block.input_layernorm.weight.copy_(torch.linspace(-1.3, 40, block.input_layernorm.weight.numel()))
+    ref = model(probe_ids).logits
+    compress_(model, QuaRotConfig(quantize=False, norm_keep=keep))
+    assert (model(probe_ids).logits - ref).abs().max() < 1e-3 * ref.abs().max()
+    kept = decoder_layers(model)[0].input_layernorm.weight + 1  # Gemma norms scale by 1 + w
+    expect = torch.linspace(-1.3, 40, kept.numel()) + 1
+    assert torch.allclose(kept, expect.abs().clamp_min(1e-12) ** keep if keep else torch.ones_like(kept), rtol=1e-4)
 
 
 def test_tied_embeddings_are_untied(tiny, probe_ids) -> None:  # type: ignore[no-untyped-def]
@@ -64,3 +86,27 @@ def test_kv_quantization_is_applied(tiny, calib_ids, probe_ids) -> None:  # type
     compress_(b, QuaRotConfig(bits=8, act_bits=8, weight_method="rtn", kv_bits=4), calib_ids)
     assert b.config._attn_implementation == "surefast_kv"
     assert not torch.allclose(a(probe_ids).logits, b(probe_ids).logits)
+
+
+def test_gemma_large_norm_scales_stay_in_the_norm(tiny, calib_ids, probe_ids) -> None:  # type: ignore[no-untyped-def]
+    """Gemma-3-270M's pre-norms scale a few channels by up to 234 where the normalised activations
+    are small. Folded into the rotated weights (``norm_keep=0``) those channels dominate every
+    row's rounding error; left in the norm (the default) they do not."""
+
+    def fresh():  # type: ignore[no-untyped-def]
+        m = tiny("gemma3")
+        with torch.no_grad():
+            m.model.embed_tokens.weight[:, [1, 7, 30]] *= 1e-3
+            for block in decoder_layers(m):
+                block.input_layernorm.weight[[1, 7, 30]] = 233.0
+                block.pre_feedforward_layernorm.weight[[1, 7, 30]] = 233.0
+        return m
+
+    ref = fresh()(probe_ids).logits
+    err = {}
+    for keep in (0.0, 1.0):
+        m = fresh()
+        compress_(m, QuaRotConfig(bits=8, act_bits=16, weight_method="rtn", norm_keep=keep), calib_ids)
+        err[keep] = (m(probe_ids).logits - ref).pow(2).mean().item()
+    assert err[1.0] < 0.2 * err[0.0]
+    assert QuaRotConfig().norm_keep == 1.0

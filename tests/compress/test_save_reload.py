@@ -76,14 +76,14 @@ def test_quarot_with_online_rotations_and_kv_reloads(tiny, tiny_tok, calib_ids, 
     data = _roundtrip(model, tiny_tok, result, tmp_path, probe_ids)
     assert data["recipe"]["kv_bits"] == 8
     if arch == "gemma3":
-        assert len(data["recipe"]["post_norm_rotation"]["norms"]) == 4
+        assert len(data["recipe"]["norm_rotation"]["norms"]) == 4
 
 
-def test_spinquant_gemma_reloads_with_learned_post_rotation(tiny, tiny_tok, calib_ids, probe_ids, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_spinquant_gemma_reloads_with_learned_norm_rotation(tiny, tiny_tok, calib_ids, probe_ids, tmp_path) -> None:  # type: ignore[no-untyped-def]
     model = tiny("gemma3")
     cfg = make_config("spinquant", bits=4, act_bits=8, weight_method="rtn", steps=2)
     data = _roundtrip(model, tiny_tok, compress_(model, cfg, calib_ids), tmp_path, probe_ids)
-    assert "matrix_b64" in data["recipe"]["post_norm_rotation"]
+    assert "matrix_b64" in data["recipe"]["norm_rotation"]
 
 
 def test_compress_model_entry_point(tmp_path, probe_ids) -> None:  # type: ignore[no-untyped-def]

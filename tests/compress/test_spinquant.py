@@ -18,6 +18,19 @@ def test_cayley_is_orthogonal() -> None:
     assert torch.allclose(cayley(torch.zeros(4, 4)), torch.eye(4))
 
 
+def test_cayley_batch_with_threads() -> None:
+    """pytorch/pytorch#142815: batched CPU solves with 2 threads fail at 151 x 151 and up."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.randn(2, 151, 151, generator=torch.Generator().manual_seed(0)) * 0.01
+        r = cayley(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.allclose(r[1], cayley(x[1]), atol=1e-6)
+    assert torch.allclose(cayley(torch.zeros(2, 151, 151)), torch.eye(151).expand(2, 151, 151))
+
+
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_learned_rotations_fuse_exactly(tiny, calib_ids, probe_ids, arch) -> None:  # type: ignore[no-untyped-def]
     model = tiny(arch)

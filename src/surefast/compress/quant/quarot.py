@@ -15,7 +15,9 @@ Outlier-Free 4-Bit Inference in Rotated LLMs" (NeurIPS 2024), Sec. 4 and Fig. 3-
 Choices: the activation clip ratio defaults to 0.9 at 4 bits and 1.0 above (the paper's
 recommended setting for A4); per-head KV quantization (asymmetric, one scale per token and
 head, after an online Hadamard of q and k past RoPE) is simulated through a registered attention
-function; Gemma3's post-norms get an online rotation (:mod:`.rotation`). Non-power-of-two sizes
+function; with Gemma3's sandwich norms the residual stream stays unrotated and each pre-norm's
+output is rotated online, with part of the norm scale left in the norm (``norm_keep``,
+:mod:`.rotation`). Non-power-of-two sizes
 use the Paley constructions of :mod:`surefast.compress.quant.hadamard`.
 """
 
@@ -36,10 +38,11 @@ from surefast.compress.quant.rotation import (
     fuse_norms_,
     fuse_online_hadamard_,
     head_dim,
-    install_post_rotation_,
+    install_norm_rotation_,
     online_hadamard_targets,
     rotate_heads_,
     rotate_residual_,
+    rotates_residual,
     untie_lm_head_,
 )  # fmt: skip
 from surefast.compress.quant.rtn import RTNConfig, rtn_quantize
@@ -55,8 +58,10 @@ class QuaRotConfig(CompressionConfig):
     symmetric: bool = True
     act_clip: float | None = None  # None: 0.9 for act_bits <= 4, else 1.0
     damp: float = 0.01  # GPTQ damping
+    clip_search: bool = False  # clipped weight ranges (the paper's w_clip; not measured here yet)
     kv_bits: int = 16  # 16 = KV cache not quantized
     seed: int = 0  # the random signs of the residual Hadamard
+    norm_keep: float = 1.0  # sandwich norms only: the norm keeps |s|^norm_keep, readers get the rest
     quantize: bool = True  # False: rotations only (an exact transform; used by tests)
 
     def __post_init__(self) -> None:
@@ -71,12 +76,20 @@ class QuaRotConfig(CompressionConfig):
         return self.act_clip if self.act_clip is not None else (0.9 if self.act_bits <= 4 else 1.0)
 
 
-def rotate_model_(model: torch.nn.Module, arch: Any, r1: torch.Tensor, r2: Any, *, fuse: bool = True) -> list[str]:
+def norm_keep(config: Any, arch: Any) -> float:
+    """The exponent of the norm scale kept in the norm: 0 (all folded) where the residual is rotated."""
+    return 0.0 if rotates_residual(arch) else float(config.norm_keep)
+
+
+def rotate_model_(model: torch.nn.Module, arch: Any, r1: torch.Tensor, r2: Any, *, keep: float = 0.0,
+                  fuse: bool = True) -> list[str]:  # fmt: skip
     """Stages 1a-1d with residual rotation ``r1 [H, H]`` and head rotation ``r2 [hd, hd]``
-    (one for all layers, a list with one per layer, or None). ``fuse=False``: norms already fused."""
+    (one for all layers, a list with one per layer, or None); returns the norms rotated online.
+    ``keep``: see :func:`norm_keep`; ``fuse=False``: norms already fused."""
     if fuse:
-        untie_lm_head_(model)
-        fuse_norms_(model, arch)
+        if rotates_residual(arch):
+            untie_lm_head_(model)
+        fuse_norms_(model, arch, keep)
     online = rotate_residual_(model, arch, r1)
     for i, block in enumerate(decoder_layers(model)):
         if r2 is not None:
@@ -90,9 +103,12 @@ def rotate_model_(model: torch.nn.Module, arch: Any, r1: torch.Tensor, r2: Any, 
 def weight_quantize(weight: torch.Tensor, stats: Any, config: Any) -> torch.Tensor:
     """RTN or GPTQ of one rotated weight, per the config (shared with SpinQuant)."""
     if config.weight_method == "gptq" and stats is not None and stats.n_rows > 0:  # else RTN (unrouted expert)
-        gcfg = GPTQConfig(bits=config.bits, group_size=config.group_size, symmetric=config.symmetric, damp=config.damp)
+        gcfg = GPTQConfig(bits=config.bits, group_size=config.group_size, symmetric=config.symmetric, damp=config.damp,
+                          act_order=False, clip_search=config.clip_search)  # fmt: skip
         return gptq_quantize(weight, stats.hessian, gcfg)[0]
-    return rtn_quantize(weight, RTNConfig(bits=config.bits, group_size=config.group_size, symmetric=config.symmetric))
+    rcfg = RTNConfig(bits=config.bits, group_size=config.group_size, symmetric=config.symmetric,
+                     clip_search=config.clip_search)  # fmt: skip
+    return rtn_quantize(weight, rcfg)
 
 
 @register(QuaRotConfig)
@@ -102,7 +118,7 @@ class QuaRot(Method):
     def __init__(self, config: QuaRotConfig) -> None:
         super().__init__(config)
         self.needs = frozenset({"hessian"}) if config.quantize and config.weight_method == "gptq" else frozenset()
-        self.post_norms: list[str] = []
+        self.online_norms: list[str] = []
 
     def rotations(self, model: Any, ctx: Any) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = model.get_input_embeddings().weight.shape[1]
@@ -112,7 +128,7 @@ class QuaRot(Method):
     def prepare_model(self, model: torch.nn.Module, ctx: Any) -> None:
         r1, r2 = self.rotations(model, ctx)
         self.r1 = r1
-        self.post_norms = rotate_model_(model, ctx.arch, r1, r2)
+        self.online_norms = rotate_model_(model, ctx.arch, r1, r2, keep=norm_keep(self.config, ctx.arch))
 
     def compress_layer(self, name: str, weight: torch.Tensor, stats: Any) -> torch.Tensor:
         return weight_quantize(weight, stats, self.config) if self.config.quantize else weight
@@ -127,13 +143,13 @@ class QuaRot(Method):
 
                 install_kv_quant_(model, cfg.kv_bits)
                 recipe["kv_bits"] = cfg.kv_bits
-        if self.post_norms:
-            recipe["post_norm_rotation"] = {"seed": cfg.seed, "size": int(self.r1.shape[0]), "norms": self.post_norms}
+        if self.online_norms:
+            recipe["norm_rotation"] = {"seed": cfg.seed, "size": int(self.r1.shape[0]), "norms": self.online_norms}
         return recipe
 
     @classmethod
     def reapply(cls, model: torch.nn.Module, recipe: dict[str, Any]) -> None:
-        post = recipe.get("post_norm_rotation")
+        post = recipe.get("norm_rotation") or recipe.get("post_norm_rotation")  # the latter: older saves
         if post:
             q = (
                 decode_matrix(post["matrix_b64"], post["size"])
@@ -141,7 +157,7 @@ class QuaRot(Method):
                 else random_hadamard(post["size"], post["seed"])
             )
             for name in post["norms"]:
-                install_post_rotation_(get(model, name), q)
+                install_norm_rotation_(get(model, name), q)
         if recipe.get("kv_bits", 16) < 16:
             from surefast.compress.quant.kvquant import install_kv_quant_
 
@@ -163,4 +179,4 @@ def decode_matrix(text: str, n: int) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.float32).copy()).reshape(n, n)
 
 
-__all__ = ["QuaRotConfig", "final_norm", "rotate_model_", "weight_quantize"]
+__all__ = ["QuaRotConfig", "final_norm", "norm_keep", "rotate_model_", "weight_quantize"]

@@ -7,11 +7,21 @@ rotated: embeddings ``E Q``, readers ``W Q``, writers ``Q^T W`` (row-vector conv
 ``y = x W^T``), ``lm_head`` ``W Q``. The model computes the same function, and activations
 lose their outlier channels. Per attention head, ``v`` and ``o`` can be rotated too (``R2``).
 
-Architecture notes: Gemma's norms scale by ``1 + w`` (the offset is folded in and the norm set
-to the identity scale); Gemma3's *post* norms (applied to a sub-layer's output before the
-residual add) do not commute with a rotation, so their output is rotated online instead
-(``y Q``, a ``d x d`` product per token: exact, and recorded for reloading). Tied embeddings are
-untied (the head and the embeddings get different transforms).
+Architecture notes: Gemma's norms scale by ``1 + w`` (the offset is folded in). Tied embeddings
+are untied (the head and the embeddings get different transforms).
+
+Sandwich norms (Gemma3: a *post* norm on each sub-layer's output before the residual add) do not
+commute with a rotation, so there the residual stream is left as it is and each pre-norm's
+output is rotated online instead (``y Q``, a ``d x d`` product per token, as many as the post
+norms would otherwise need; exact, and recorded for reloading); the readers get ``W Q``. Such a
+norm need not be fused, and by default it is not: ``fuse_norms_(keep=a)`` leaves ``|s|^a`` in
+the norm and folds ``s / |s|^a`` into the readers (QuaRot's ``norm_keep``, default 1). Folding
+everything (``a = 0``, what a rotated residual stream requires) broke Gemma-3-270M, whose
+pre-norm scales reach 234 (``benchmarks/norm_scales.py``): each rotated weight row then mixes
+columns whose scales differ by three orders of magnitude, and rounding keeps only the large
+ones. Perplexity / dense for ``a`` = 0, 0.5, 1 (``benchmarks/method_matrix.py``, cells
+``quarot-*-keep*``): rotation alone in bf16 1.15, 1.00, 1.00; RTN W8A16 5.1, 0.98, 1.02; RTN
+W4A4 2e9, 124, 9.2 (plain RTN W4A4: 777).
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from torch import nn
 from surefast.compress.arch import ArchFacts, UnfusedExperts, decoder_layers, decoder_prefix, get
 from surefast.compress.quant.mappings import scale_groups
 
-POST_HOOK_ATTR = "_surefast_post_rotation"
+NORM_HOOK_ATTR = "_surefast_norm_rotation"
 
 
 def _set(param: Any, value: torch.Tensor) -> None:
@@ -45,19 +55,28 @@ def final_norm(model: Any, arch: ArchFacts) -> Any:
     return get(model, f"{parent}.{arch.final_norm}" if parent else arch.final_norm)
 
 
-def _fold_norm_(norm: Any, consumers: list[Any], offset: float) -> None:
+def _fold_norm_(norm: Any, consumers: list[Any], offset: float, keep: float = 0.0) -> None:
+    """Norm scale ``s`` -> the norm keeps ``|s|^keep``, the consumers' columns get ``s / |s|^keep``."""
     scale = norm.weight.data.double() + offset  # [H]
+    kept = scale.abs().clamp_min(1e-12) ** keep if keep else torch.ones_like(scale)  # [H]
     for c in consumers:
-        _set(c.weight, c.weight.data.double() * scale[None, :])
-    norm.weight.data.fill_(1.0 - offset)  # the norm now only normalises
+        _set(c.weight, c.weight.data.double() * (scale / kept)[None, :])
+    _set(norm.weight, kept - offset)  # keep = 0: the norm now only normalises
 
 
-def fuse_norms_(model: Any, arch: ArchFacts) -> None:
-    """Fold every pre-norm's scale into its readers (and the final norm's into ``lm_head``)."""
+def rotates_residual(arch: ArchFacts) -> bool:
+    """False for sandwich norms: there the pre-norm outputs are rotated online instead."""
+    return not arch.post_norms
+
+
+def fuse_norms_(model: Any, arch: ArchFacts, keep: float = 0.0) -> None:
+    """Fold every pre-norm's scale (all but ``|s|^keep``) into its readers, and the final norm's
+    into ``lm_head`` when the residual stream is to be rotated."""
     for block in decoder_layers(model):
         for group in scale_groups(block, arch, inner=False):
-            _fold_norm_(group.producer, group.consumers, arch.norm_offset)
-    _fold_norm_(final_norm(model, arch), [model.get_output_embeddings()], arch.norm_offset)
+            _fold_norm_(group.producer, group.consumers, arch.norm_offset, keep)
+    if rotates_residual(arch):
+        _fold_norm_(final_norm(model, arch), [model.get_output_embeddings()], arch.norm_offset)
 
 
 def writers(block: Any, arch: ArchFacts) -> list[Any]:
@@ -68,8 +87,8 @@ def writers(block: Any, arch: ArchFacts) -> list[Any]:
     return [get(block, f"{arch.attn}.{arch.o}"), *downs]
 
 
-class PostNormRotation:
-    """Forward hook on a Gemma-style post-norm: its output ``y -> y Q``."""
+class NormRotation:
+    """Forward hook on a norm: its output ``y -> y Q`` (sandwich-norm architectures)."""
 
     def __init__(self, q: torch.Tensor) -> None:
         self.q = q.float()
@@ -78,35 +97,35 @@ class PostNormRotation:
         return (out.float() @ self.q.to(out.device)).to(out.dtype)
 
 
-def install_post_rotation_(norm: Any, q: torch.Tensor) -> None:
-    old = getattr(norm, POST_HOOK_ATTR, None)
+def install_norm_rotation_(norm: Any, q: torch.Tensor) -> None:
+    old = getattr(norm, NORM_HOOK_ATTR, None)
     if old is not None:
         old.remove()
-    setattr(norm, POST_HOOK_ATTR, norm.register_forward_hook(PostNormRotation(q)))
+    setattr(norm, NORM_HOOK_ATTR, norm.register_forward_hook(NormRotation(q)))
 
 
 def rotate_residual_(model: Any, arch: ArchFacts, q: torch.Tensor) -> list[str]:
-    """Rotate the residual stream by orthogonal ``q [H, H]``; returns the post-norms rotated online."""
+    """Rotate the residual stream by orthogonal ``q [H, H]`` (every reader ``W q``); returns the
+    norms whose output is rotated online instead (sandwich norms: the pre-norms, see above)."""
     q = q.double()
-    embed = model.get_input_embeddings()
-    _set(embed.weight, embed.weight.data.double() @ q)
     online = []
     prefix = decoder_prefix(model)
     for i, block in enumerate(decoder_layers(model)):
         for group in scale_groups(block, arch, inner=False):
             for c in group.consumers:
                 _set(c.weight, c.weight.data.double() @ q)
-        if arch.post_norms:  # writers stay unrotated; their normalised output is rotated online
-            for name in arch.post_norms:
-                install_post_rotation_(get(block, name), q)
-                online.append(f"{prefix}.{i}.{name}")
-        else:
+            if not rotates_residual(arch):
+                install_norm_rotation_(group.producer, q)
+                online.append(f"{prefix}.{i}.{group.producer_name}")
+        if rotates_residual(arch):
             for w in writers(block, arch):
                 _set(w.weight, q.T @ w.weight.data.double())
                 if w.bias is not None:
                     _set(w.bias, w.bias.data.double() @ q)
-    head = model.get_output_embeddings()
-    _set(head.weight, head.weight.data.double() @ q)
+    if rotates_residual(arch):
+        embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+        _set(embed.weight, embed.weight.data.double() @ q)
+        _set(head.weight, head.weight.data.double() @ q)
     return online
 
 

@@ -41,8 +41,14 @@ from surefast.compress.arch import decoder_layers
 from surefast.compress.quant.fake import fake_quant_tokens
 from surefast.compress.quant.hadamard import HadamardTransform, hadamard_matrix, random_hadamard
 from surefast.compress.quant.mappings import scale_groups
-from surefast.compress.quant.quarot import QuaRot, QuaRotConfig, encode_matrix, rotate_model_
-from surefast.compress.quant.rotation import fuse_norms_, head_dim, online_hadamard_targets, untie_lm_head_
+from surefast.compress.quant.quarot import QuaRot, QuaRotConfig, encode_matrix, norm_keep, rotate_model_
+from surefast.compress.quant.rotation import (
+    fuse_norms_,
+    head_dim,
+    online_hadamard_targets,
+    rotates_residual,
+    untie_lm_head_,
+)  # fmt: skip
 from surefast.errors import SurefastError
 
 
@@ -56,10 +62,18 @@ class SpinQuantConfig(QuaRotConfig):
 
 
 def cayley(x: torch.Tensor) -> torch.Tensor:
-    """Orthogonal ``(I - A)^-1 (I + A)`` for ``A = X - X^T`` (batched over leading dims)."""
+    """Orthogonal ``(I - A)^-1 (I + A)`` for ``A = X - X^T`` (batched over leading dims).
+
+    Each matrix of a batch is solved on its own: batched ``torch.linalg.solve`` on CPU with more
+    than one thread can fail with "Pivots given to lu_solve must all be greater or equal to 1"
+    (pytorch/pytorch#142815; it stopped SpinQuant on Gemma-3-270M's 18 x 256 x 256 head rotations).
+    """
     a = x - x.transpose(-1, -2)
-    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device).expand_as(a)
-    return torch.linalg.solve(eye - a, eye + a)
+    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+    if a.dim() == 2:
+        return torch.linalg.solve(eye - a, eye + a)
+    flat = a.reshape(-1, *a.shape[-2:])
+    return torch.stack([torch.linalg.solve(eye - m, eye + m) for m in flat]).reshape(a.shape)
 
 
 class _Rotated:
@@ -139,8 +153,8 @@ def learn_rotations(model: Any, arch: Any, ids: torch.Tensor, config: SpinQuantC
             ):
                 what = "loss" if not torch.isfinite(loss) else "gradient"
                 raise SurefastError(f"SpinQuant: the {what} is not finite at step {step + 1}",
-                                    "the activation-quantized model overflows here (known for gemma-3-270m, see "
-                                    "docs/compress.md); use awq, gptq or smoothquant for this model")  # fmt: skip
+                                    "the activation-quantized model overflows; try a lower lr or more act_bits, "
+                                    "or use quarot, awq, gptq or smoothquant for this model")  # fmt: skip
             opt.step()
             opt.zero_grad()
             losses.append(round(loss.item(), 5))
@@ -161,19 +175,20 @@ class SpinQuant(QuaRot):
     config: SpinQuantConfig
 
     def prepare_model(self, model: torch.nn.Module, ctx: Any) -> None:
-        untie_lm_head_(model)
-        fuse_norms_(model, ctx.arch)
+        if rotates_residual(ctx.arch):
+            untie_lm_head_(model)
+        fuse_norms_(model, ctx.arch, norm_keep(self.config, ctx.arch))
         with torch.enable_grad():
             r1, r2, self.losses = learn_rotations(model, ctx.arch, ctx.ids(), self.config, ctx.progress)
         self.r1 = r1
         with torch.no_grad():
-            self.post_norms = rotate_model_(model, ctx.arch, r1, list(r2), fuse=False)
+            self.online_norms = rotate_model_(model, ctx.arch, r1, list(r2), fuse=False)
 
     def finalize_model(self, model: torch.nn.Module, ctx: Any) -> dict[str, Any]:
         recipe = super().finalize_model(model, ctx)
         recipe["spinquant_loss"] = self.losses
-        if "post_norm_rotation" in recipe:
-            recipe["post_norm_rotation"]["matrix_b64"] = encode_matrix(self.r1)
+        if "norm_rotation" in recipe:
+            recipe["norm_rotation"]["matrix_b64"] = encode_matrix(self.r1)
         return recipe
 
 
