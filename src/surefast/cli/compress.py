@@ -35,8 +35,13 @@ def compress(
     n_samples: Annotated[int | None, typer.Option(help="calibration sequences")] = None,
     seq_len: Annotated[int | None, typer.Option(help="calibration sequence length")] = None,
     dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32")] = "bf16",
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="any other config field KEY=VALUE, repeatable (e.g. -o act_order=False)"),
+    ] = None,
 ) -> None:
     """Compress a model (defaults for every option come from the method's config)."""
+    from surefast.cli.options import parse_options
     from surefast.compress import CalibrationConfig, make_config
     from surefast.compress.saved import compress_model
 
@@ -48,6 +53,7 @@ def compress(
         "sparsity": sparsity,
         "nm": nm,
         "ratio": ratio,
+        **parse_options(option or [], example="act_order=False"),
     }
     config = make_config(method, **options)
     defaults = CalibrationConfig()

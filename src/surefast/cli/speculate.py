@@ -6,7 +6,6 @@ whether the output is identical (greedy) are printed next to the statistics.
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import sys
@@ -19,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from surefast.cli.options import parse_options
 from surefast.cli.progress import progress_bar
 from surefast.errors import SurefastError
 from surefast.models import parse_spec
@@ -33,23 +33,6 @@ err = Console(stderr=True)
 DEFAULT_TARGET = "qwen2.5-coder-1.5b-instruct"
 DEFAULT_DRAFT = "qwen2.5-coder-0.5b-instruct"
 BARS = "▁▂▃▄▅▆▇█"
-
-
-def parse_options(pairs: list[str]) -> dict[str, Any]:
-    """``["budget=16", "paths=((0,),(1,))"]`` -> ``{"budget": 16, "paths": ((0,), (1,))}`` (Python literals)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise SurefastError(f"--option {pair!r} is not KEY=VALUE", "for example: --option budget=16")
-        try:
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError) as exc:
-            raise SurefastError(
-                f"--option {pair!r}: {value!r} is not a Python literal",
-                "numbers as 16 or 0.5, trees as ((0,), (1,), (0, 0))",
-            ) from exc
-    return out
 
 
 def sparkline(values: list[float], width: int = 60) -> str:
