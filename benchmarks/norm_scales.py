@@ -1,9 +1,10 @@
-"""Why QuaRot fails on Gemma here: pre-norm weight ranges and residual-stream outliers, side by side.
+"""Why folding norm scales broke QuaRot on Gemma: pre-norm weight ranges and residual outliers, side by side.
 
 For each model: the range of the ``input_layernorm`` weights (what QuaRot folds into the next
-linears before rotating), and the max / median |hidden state| of the residual stream every
-third layer, from one fp32 forward of a 256-token held-out window. The numbers in
-docs/compress.md ("Known limit, gemma-3-270m") come from ``python benchmarks/norm_scales.py``.
+linears before rotating a residual stream; on Gemma3 it now leaves them in the norm, see
+``surefast.compress.quant.rotation``), and the max / median |hidden state| of the residual
+stream every third layer, from one fp32 forward of a 256-token held-out window. The numbers in
+docs/compress.md ("Gemma-3-270M and rotations") come from ``python benchmarks/norm_scales.py``.
 """
 
 from __future__ import annotations

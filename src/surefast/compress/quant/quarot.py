@@ -16,9 +16,8 @@ Choices: the activation clip ratio defaults to 0.9 at 4 bits and 1.0 above (the 
 recommended setting for A4); per-head KV quantization (asymmetric, one scale per token and
 head, after an online Hadamard of q and k past RoPE) is simulated through a registered attention
 function; with Gemma3's sandwich norms the residual stream stays unrotated and each pre-norm's
-output is rotated online, with part of the norm scale left in the norm (``norm_keep``,
-:mod:`.rotation`). Non-power-of-two sizes
-use the Paley constructions of :mod:`surefast.compress.quant.hadamard`.
+output is rotated online, the norm keeping its scale (``norm_keep``, :mod:`.rotation`).
+Non-power-of-two sizes use the Paley constructions of :mod:`surefast.compress.quant.hadamard`.
 """
 
 from __future__ import annotations
