@@ -19,12 +19,15 @@ def _layer(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("bits", [3, 4])
-@pytest.mark.parametrize("act_order", [False, True])
+@pytest.mark.parametrize(("act_order", "static_groups"), [(False, True), (True, True), (True, False)])
 @pytest.mark.parametrize("group_size", [32, -1])
-def test_gptq_beats_rtn(bits: int, act_order: bool, group_size: int) -> None:
+@pytest.mark.parametrize("clip_search", [False, True])
+def test_gptq_beats_rtn(bits: int, act_order: bool, static_groups: bool, group_size: int, clip_search: bool) -> None:
     w, x = _layer()
     h = 2 * x.T @ x / x.shape[0]
-    q, info = gptq_quantize(w, h, GPTQConfig(bits=bits, group_size=group_size, act_order=act_order, block_size=32))
+    cfg = GPTQConfig(bits=bits, group_size=group_size, act_order=act_order, static_groups=static_groups,
+                     clip_search=clip_search, block_size=32)  # fmt: skip
+    q, info = gptq_quantize(w, h, cfg)
     r = rtn_quantize(w, RTNConfig(bits=bits, group_size=group_size))
     err_gptq = (x @ (w - q).T).norm()
     err_rtn = (x @ (w - r).T).norm()
@@ -37,8 +40,13 @@ def test_gptq_values_on_rtn_grid_with_static_groups() -> None:
     from surefast.compress.quant.fake import weight_qparams
 
     w, x = _layer(1)
-    q, _ = gptq_quantize(w, 2 * x.T @ x / len(x), GPTQConfig(bits=4, group_size=32, act_order=True))
+    q, _ = gptq_quantize(w, 2 * x.T @ x / len(x), GPTQConfig(bits=4, group_size=32, act_order=True, clip_search=False))
     scale, _ = weight_qparams(w, 4, 32, True)
+    steps = q.reshape(48, 4, 32) / scale
+    assert torch.allclose(steps, steps.round(), atol=1e-4)
+    # with the clip search the static scales are the searched ones
+    q, _ = gptq_quantize(w, 2 * x.T @ x / len(x), GPTQConfig(bits=4, group_size=32, act_order=True, clip_search=True))
+    scale, _ = weight_qparams(w, 4, 32, True, clip_search=True)
     steps = q.reshape(48, 4, 32) / scale
     assert torch.allclose(steps, steps.round(), atol=1e-4)
 

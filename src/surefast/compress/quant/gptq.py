@@ -9,10 +9,12 @@ over the columns not yet quantized with the upper Cholesky factor of ``H^-1`` (e
 
 Choices where the paper is silent (as in its reference code): dead inputs (``H_jj = 0``) get
 ``H_jj = 1`` and zero weight; damping adds ``damp * mean(diag H)`` to the diagonal; with
-``act_order`` columns go in order of decreasing ``H_jj`` and groups are "static" (scales
-computed up front on the original contiguous groups), so the result lies on the same grid
-layout as RTN and needs no ``g_idx``; without it, a group's scale is computed from the
-error-updated weights when the group is reached. With ``clip_search`` each group's range is
+``act_order`` columns go in order of decreasing ``H_jj``, and groups are by default "static"
+(scales computed up front on the original contiguous groups), so the result lies on the same
+grid layout as RTN and needs no ``g_idx``; otherwise (no act-order, or ``static_groups=False``)
+a group is a run of ``group_size`` columns in quantization order and its scale is computed from
+the error-updated weights when the group is reached (with act-order, a real kernel would need
+a ``g_idx``; fake quantization does not care). With ``clip_search`` each group's range is
 the clipped one that minimises its own rounding error (:func:`~.fake.search_qparams`).
 
 Defaults: act-order and the clip search are on. Both are in the reference code but off there by
@@ -43,7 +45,8 @@ class GPTQConfig(CompressionConfig):
     symmetric: bool = True
     damp: float = 0.01  # fraction of mean(diag H) added to the diagonal
     block_size: int = 128  # columns per lazy-update block
-    act_order: bool = True  # columns by decreasing H_jj, static groups (llm-compressor's default too)
+    act_order: bool = True  # columns by decreasing H_jj (llm-compressor's default too)
+    static_groups: bool = True  # with act_order: scales of the original groups, computed up front
     clip_search: bool = True  # per-group clipped ranges (fake.search_qparams) instead of full ranges
     act_bits: int = 16  # 16 = weight-only (W4A16)
 
@@ -68,9 +71,8 @@ def gptq_quantize(
 
     static = None
     if config.act_order:
-        static = weight_qparams(
-            W, config.bits, g, config.symmetric, config.clip_search
-        )  # ([out, n_groups, 1], [out, n_groups, 1])
+        if config.static_groups:  # ([out, n_groups, 1], [out, n_groups, 1]) on the original groups
+            static = weight_qparams(W, config.bits, g, config.symmetric, config.clip_search)
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H = W[:, perm], H[perm][:, perm]
     else:
