@@ -4,6 +4,10 @@
     .venv/bin/python benchmarks/quant_quality.py --models smollm2-135m-instruct --presets dense,gptq-w4a16
     .venv/bin/python benchmarks/quant_quality.py --peer-python /tmp/lcvenv/bin/python   # + llm-compressor GPTQ
 
+The llm-compressor venv: ``python3 -m venv /tmp/lcvenv && /tmp/lcvenv/bin/pip install torch==2.13.0 llmcompressor``
+(torch first, so that no CUDA build is pulled). Its GPTQ is compared with our ``gptq-w4a16-actorder``
+(or ``-g64-actorder`` on SmolLM2), which uses the same recipe.
+
 Every preset starts from a fresh load of the model (bf16 by default), compresses it with the
 same calibration ids (the offline stdlib default, ``--calib-samples x --calib-len``), and is scored
 on the same held-out windows (docstrings of stdlib modules disjoint from calibration,
@@ -35,10 +39,17 @@ MODELS = ("qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct")
 PRESETS: dict[str, tuple[str, dict[str, Any]] | None] = {
     "dense": None,
     "rtn-w4a16": ("rtn", dict(bits=4, group_size=128)),
-    "gptq-w4a16": ("gptq", dict(bits=4, group_size=128)),
-    "gptq-w4a16-actorder": ("gptq", dict(bits=4, group_size=128, act_order=True)),  # llm-compressor's default
+    "rtn-w4a16-clip": ("rtn", dict(bits=4, group_size=128, clip_search=True)),
+    "gptq-w4a16": ("gptq", dict(bits=4, group_size=128)),  # our defaults: act-order and clip search on
+    # the reference code's defaults, then each of our two defaults alone
+    "gptq-w4a16-plain": ("gptq", dict(bits=4, group_size=128, act_order=False, clip_search=False)),
+    "gptq-w4a16-clip": ("gptq", dict(bits=4, group_size=128, act_order=False, clip_search=True)),
+    # act-order with groups in quantization order, scales from the error-updated weights (needs g_idx on real kernels)
+    "gptq-w4a16-dynamic": ("gptq", dict(bits=4, group_size=128, static_groups=False)),
+    # llm-compressor's default recipe (act-order, static groups, full ranges): the like-for-like of its run
+    "gptq-w4a16-actorder": ("gptq", dict(bits=4, group_size=128, clip_search=False)),
     # llm-compressor refuses groups that do not divide a layer (SmolLM2's 576): the side-by-side uses 64 there
-    "gptq-w4a16-g64-actorder": ("gptq", dict(bits=4, group_size=64, act_order=True)),
+    "gptq-w4a16-g64-actorder": ("gptq", dict(bits=4, group_size=64, clip_search=False)),
     "awq-w4a16": ("awq", dict(bits=4, group_size=128)),
     "smoothquant-w8a8": ("smoothquant", dict(bits=8, act_bits=8)),
     "rtn-w8a8": ("rtn", dict(bits=8, group_size=-1, act_bits=8)),
@@ -75,6 +86,12 @@ def save_results(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def peer_group(config: Any) -> int:
+    """128, or 64 where 128 does not divide a linear's input size (llm-compressor refuses that)."""
+    sizes = (config.hidden_size, config.intermediate_size)
+    return 128 if all(n % 128 == 0 for n in sizes) else 64
+
+
 def run_peer(
     python: str, folder: Path, calib: torch.Tensor, evalw: torch.Tensor, dtype: str, threads: int, group: int
 ) -> dict[str, Any]:
@@ -92,6 +109,7 @@ def run_peer(
 def peer_child(folder: str, ids_path: str, dtype: str, group: int) -> None:
     """Runs inside the llm-compressor venv: GPTQModifier, int4 symmetric groups (W4A16), our calibration ids."""
     import llmcompressor
+    import transformers
     from datasets import Dataset
     from llmcompressor import oneshot
     from llmcompressor.modifiers.quantization import GPTQModifier
@@ -101,6 +119,7 @@ def peer_child(folder: str, ids_path: str, dtype: str, group: int) -> None:
     calib, evalw = ids["calib"], ids["eval"]
     torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).eval()
+    dense_ppl = perplexity(model, evalw)  # its own transformers version: the ratio compares like with like
     ds = Dataset.from_dict({"input_ids": calib.tolist(), "attention_mask": torch.ones_like(calib).tolist()})
     weights = {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": group}
     recipe = GPTQModifier(config_groups={"g": {"targets": ["Linear"], "weights": weights}}, ignore=["lm_head"])
@@ -109,6 +128,7 @@ def peer_child(folder: str, ids_path: str, dtype: str, group: int) -> None:
     seconds = time.perf_counter() - start
     ppl = perplexity(model, evalw)
     print(json.dumps({"perplexity": ppl, "seconds": seconds, "llmcompressor": llmcompressor.__version__,
+                      "dense_perplexity_in_its_env": dense_ppl, "transformers": transformers.__version__,
                       "recipe": f"GPTQModifier(int4 symmetric, group {group}, actorder static (default), ignore lm_head)"}))  # fmt: skip
 
 
@@ -119,13 +139,18 @@ def main() -> None:
     ap.add_argument("--calib-samples", type=int, default=32)
     ap.add_argument("--calib-len", type=int, default=256)
     ap.add_argument("--eval-windows", type=int, default=8)
-    ap.add_argument("--eval-len", type=int, default=512)
+    ap.add_argument("--eval-len", type=int, default=256)
     ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--force", action="store_true", help="recompute entries already in the JSON")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--peer-python", help="python of a venv with llmcompressor: adds its GPTQ W4A16")
-    ap.add_argument("--peer-group-size", type=int, default=128, help="group size of the llm-compressor run")
+    ap.add_argument(
+        "--peer-group-size",
+        type=int,
+        default=0,
+        help="group size of the llm-compressor run (0: 128, or 64 where 128 does not divide a layer)",
+    )
     ap.add_argument("--peer-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
@@ -172,12 +197,17 @@ def main() -> None:
             ppl = perplexity(model, evalw)
             entry[preset] = {"perplexity": round(ppl, 4), "seconds": round(seconds, 2),
                              "eval_seconds": round(time.perf_counter() - t0, 2), **extra}  # fmt: skip
+            if "dense" in entry:
+                entry[preset]["ppl_vs_dense"] = round(ppl / entry["dense"]["perplexity"], 4)
             print(f"{name:32s} {preset:18s} ppl {ppl:9.3f}  compress {seconds:7.1f}s", flush=True)
             save_results(args.out, data)
             del model
         if args.peer_python and ("llmcompressor-gptq-w4a16" not in entry or args.force):
-            peer = run_peer(args.peer_python, loaded.path, calib, evalw, args.dtype, args.threads, args.peer_group_size)
-            peer["group_size"] = args.peer_group_size
+            group = args.peer_group_size or peer_group(loaded.model.config)
+            peer = run_peer(args.peer_python, loaded.path, calib, evalw, args.dtype, args.threads, group)
+            peer["group_size"] = group
+            if "perplexity" in peer and "dense" in entry:
+                peer["ppl_vs_dense"] = round(peer["perplexity"] / entry["dense"]["perplexity"], 4)
             entry["llmcompressor-gptq-w4a16"] = peer
             print(f"{name:32s} llmcompressor-gptq {json.dumps(peer)[:300]}", flush=True)
             save_results(args.out, data)
