@@ -41,11 +41,23 @@ CELLS: dict[str, tuple[str, dict[str, Any]]] = {
     "llm-pruner-20": ("llm-pruner", dict(ratio=0.2)),
     "slicegpt-20": ("slicegpt", dict(ratio=0.2)),
 }
-# Diagnostics, run only when named in --methods (docs/compress.md: the gemma-3-270m QuaRot limit)
+# Diagnostics, run only when named in --methods (docs/compress.md: "Gemma-3-270M and rotations")
 EXTRA: dict[str, tuple[str, dict[str, Any]]] = {
     "rtn-w8a16-pc": ("rtn", dict(bits=8, group_size=-1)),
     "quarot-rtn-w8a16": ("quarot", dict(bits=8, act_bits=16, weight_method="rtn")),
     "quarot-rotation-only": ("quarot", dict(quantize=False)),
+    "rtn-w4a4": ("rtn", dict(bits=4, group_size=-1, act_bits=4)),
+    "quarot-rtn-w4a4": ("quarot", dict(bits=4, act_bits=4, weight_method="rtn")),
+    # gemma3's sandwich norms: how much of each pre-norm scale stays in the norm (default 1)
+    **{
+        f"quarot-{what}-keep{k:g}": ("quarot", dict(kw, norm_keep=k))
+        for what, kw in (
+            ("rotation-only", dict(quantize=False)),
+            ("rtn-w8a16", dict(bits=8, act_bits=16, weight_method="rtn")),
+            ("rtn-w4a4", dict(bits=4, act_bits=4, weight_method="rtn")),
+        )
+        for k in (0.0, 0.5)
+    },
 }
 OUT = RESULTS / "method_matrix.json"
 

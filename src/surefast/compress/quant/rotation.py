@@ -20,8 +20,8 @@ everything (``a = 0``, what a rotated residual stream requires) broke Gemma-3-27
 pre-norm scales reach 234 (``benchmarks/norm_scales.py``): each rotated weight row then mixes
 columns whose scales differ by three orders of magnitude, and rounding keeps only the large
 ones. Perplexity / dense for ``a`` = 0, 0.5, 1 (``benchmarks/method_matrix.py``, cells
-``quarot-*-keep*``): rotation alone in bf16 1.15, 1.00, 1.00; RTN W8A16 5.1, 0.98, 1.02; RTN
-W4A4 2e9, 124, 9.2 (plain RTN W4A4: 777).
+``quarot-*-keep0``, ``-keep0.5`` and the default ``quarot-*``): rotation alone in bf16 1.15,
+1.00, 1.00; RTN W8A16 5.1, 0.98, 1.02; RTN W4A4 2.5e9, 124, 9.15 (plain RTN W4A4: 777).
 """
 
 from __future__ import annotations
