@@ -34,15 +34,14 @@ from surefast.compress.quant.gptq import GPTQConfig, gptq_quantize
 from surefast.compress.quant.hadamard import hadamard_matrix, random_hadamard
 from surefast.compress.quant.rotation import (
     final_norm,
-    fuse_norms_,
     fuse_online_hadamard_,
     head_dim,
     install_norm_rotation_,
     online_hadamard_targets,
+    prepare_for_rotation_,
     rotate_heads_,
     rotate_residual_,
     rotates_residual,
-    untie_lm_head_,
 )  # fmt: skip
 from surefast.compress.quant.rtn import RTNConfig, rtn_quantize
 
@@ -86,9 +85,7 @@ def rotate_model_(model: torch.nn.Module, arch: Any, r1: torch.Tensor, r2: Any, 
     (one for all layers, a list with one per layer, or None); returns the norms rotated online.
     ``keep``: see :func:`norm_keep`; ``fuse=False``: norms already fused."""
     if fuse:
-        if rotates_residual(arch):
-            untie_lm_head_(model)
-        fuse_norms_(model, arch, keep)
+        prepare_for_rotation_(model, arch, keep)
     online = rotate_residual_(model, arch, r1)
     for i, block in enumerate(decoder_layers(model)):
         if r2 is not None:

@@ -79,6 +79,14 @@ def fuse_norms_(model: Any, arch: ArchFacts, keep: float = 0.0) -> None:
         _fold_norm_(final_norm(model, arch), [model.get_output_embeddings()], arch.norm_offset)
 
 
+def prepare_for_rotation_(model: Any, arch: ArchFacts, keep: float) -> None:
+    """What QuaRot and SpinQuant do before any rotation: untie the head where the residual stream
+    will be rotated (head and embeddings then get different transforms), then fuse the norms."""
+    if rotates_residual(arch):
+        untie_lm_head_(model)
+    fuse_norms_(model, arch, keep)
+
+
 def writers(block: Any, arch: ArchFacts) -> list[Any]:
     """The linears whose outputs are added to the residual stream."""
     mlp = get(block, arch.mlp)
@@ -108,21 +116,22 @@ def rotate_residual_(model: Any, arch: ArchFacts, q: torch.Tensor) -> list[str]:
     """Rotate the residual stream by orthogonal ``q [H, H]`` (every reader ``W q``); returns the
     norms whose output is rotated online instead (sandwich norms: the pre-norms, see above)."""
     q = q.double()
+    rotate = rotates_residual(arch)
     online = []
     prefix = decoder_prefix(model)
     for i, block in enumerate(decoder_layers(model)):
         for group in scale_groups(block, arch, inner=False):
             for c in group.consumers:
                 _set(c.weight, c.weight.data.double() @ q)
-            if not rotates_residual(arch):
+            if not rotate:
                 install_norm_rotation_(group.producer, q)
                 online.append(f"{prefix}.{i}.{group.producer_name}")
-        if rotates_residual(arch):
+        if rotate:
             for w in writers(block, arch):
                 _set(w.weight, q.T @ w.weight.data.double())
                 if w.bias is not None:
                     _set(w.bias, w.bias.data.double() @ q)
-    if rotates_residual(arch):
+    if rotate:
         embed, head = model.get_input_embeddings(), model.get_output_embeddings()
         _set(embed.weight, embed.weight.data.double() @ q)
         _set(head.weight, head.weight.data.double() @ q)

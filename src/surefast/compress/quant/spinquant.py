@@ -42,13 +42,7 @@ from surefast.compress.quant.fake import fake_quant_tokens
 from surefast.compress.quant.hadamard import HadamardTransform, hadamard_matrix, random_hadamard
 from surefast.compress.quant.mappings import scale_groups
 from surefast.compress.quant.quarot import QuaRot, QuaRotConfig, encode_matrix, norm_keep, rotate_model_
-from surefast.compress.quant.rotation import (
-    fuse_norms_,
-    head_dim,
-    online_hadamard_targets,
-    rotates_residual,
-    untie_lm_head_,
-)  # fmt: skip
+from surefast.compress.quant.rotation import head_dim, online_hadamard_targets, prepare_for_rotation_
 from surefast.errors import SurefastError
 
 
@@ -175,9 +169,7 @@ class SpinQuant(QuaRot):
     config: SpinQuantConfig
 
     def prepare_model(self, model: torch.nn.Module, ctx: Any) -> None:
-        if rotates_residual(ctx.arch):
-            untie_lm_head_(model)
-        fuse_norms_(model, ctx.arch, norm_keep(self.config, ctx.arch))
+        prepare_for_rotation_(model, ctx.arch, norm_keep(self.config, ctx.arch))
         with torch.enable_grad():
             r1, r2, self.losses = learn_rotations(model, ctx.arch, ctx.ids(), self.config, ctx.progress)
         self.r1 = r1
