@@ -93,7 +93,8 @@ def test_rows_are_a_tidy_table() -> None:
     probs, labels = toy()
     rows = evaluate(probs, labels, alphas=(0.1, 0.2), n_splits=3)
     assert len(rows) == 2 * 2 * 3 * len(METRICS)
-    assert set(rows[0]) == {"score_fn", "alpha", "split", "metric", "value"}
+    assert set(rows[0]) == {"score_fn", "alpha", "split", "metric", "value", "resampling"}
+    assert {r["resampling"] for r in rows} == {"splits"}
     keys = {(r["score_fn"], r["alpha"], r["split"], r["metric"]) for r in rows}
     assert len(keys) == len(rows)
     assert {r["score_fn"] for r in rows} == {"lac", "aps"}

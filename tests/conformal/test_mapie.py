@@ -3,7 +3,8 @@
 What MAPIE 1.6 does (mapie/conformity_scores/sets/{lac,aps}.py), and how we line up with it:
 
 * LAC: score ``1 - p_true``, threshold the ``ceil((n+1)(1-alpha))``-th smallest score, set
-  ``{y : 1 - p_y - qhat <= 1e-8}``. Same as ours (our TOL is MAPIE's EPSILON).
+  ``{y : 1 - p_y - qhat <= 1e-8}``. Ours compares exactly (64 ulps relative, see docs/conformal.md);
+  the sets agree here because no test score lies within 1e-8 of a threshold without equalling it.
 * APS calibration scores are *always* randomized: ``cumsum up to and including y - U * p_y``
   with ``U = check_random_state(random_state).uniform(size=n_cal)``. An int ``random_state``
   builds a fresh ``RandomState(seed)`` at each call, so the draws are reproducible.

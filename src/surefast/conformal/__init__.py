@@ -6,6 +6,7 @@ numpy only (no torch): it reads stored option probabilities, never a model. See 
 >>> table = summarize(rows)  # mean, std, 95% percentile interval per (score_fn, alpha, metric)
 """
 
+from surefast.conformal.bootstrap import bootstrap_items
 from surefast.conformal.calibrate import (
     conformal_quantile,
     fill_empty_with_top,
@@ -13,36 +14,34 @@ from surefast.conformal.calibrate import (
     prediction_sets,
     quantile_rank,
 )
+from surefast.conformal.evaluate import BOOTSTRAP, SPLITS, SplitResults, evaluate, evaluate_splits, summarize
 from surefast.conformal.inputs import softmax
 from surefast.conformal.scores import (
     SCORES,
     APSConfig,
     LACConfig,
     RAPSConfig,
+    ScoreArray,
     ScoreConfig,
     at_labels,
     class_scores,
     get_score,
 )
-from surefast.conformal.splits import (
-    METRICS,
-    SplitResults,
-    evaluate,
-    evaluate_splits,
-    split_indices,
-    split_uniforms,
-    summarize,
-)
+from surefast.conformal.splits import METRICS, split_indices, split_uniforms
 
 __all__ = [
+    "BOOTSTRAP",
     "METRICS",
     "SCORES",
+    "SPLITS",
     "APSConfig",
     "LACConfig",
     "RAPSConfig",
+    "ScoreArray",
     "ScoreConfig",
     "SplitResults",
     "at_labels",
+    "bootstrap_items",
     "class_scores",
     "conformal_quantile",
     "evaluate",

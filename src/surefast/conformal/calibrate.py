@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import overload
 
 import numpy as np
 
 from surefast.conformal.inputs import check_alphas
+from surefast.conformal.scores import ScoreArray
 from surefast.errors import SurefastError
 
-# A score within TOL above qhat counts as <= qhat: sums of the same probabilities taken in a
-# different order differ by ~1e-16, and a label that ties the threshold must not drop out on
-# rounding. Same tolerance as MAPIE's EPSILON; it only ever enlarges a set, so coverage holds.
-TOL = 1e-8
+# Relative tolerance of a comparison ``score <= qhat``: 64 ulps. The same probabilities summed in
+# another order (a permuted row, a cached re-run) differ by a few ulps, and a label that ties the
+# threshold must not drop out on rounding. It is relative to the quantity being compared (see
+# prediction_sets), never an absolute 1e-8 as in MAPIE: a confident model's non-top options have
+# probabilities far below 1e-8, so an absolute tolerance puts options in that the threshold excludes.
+RTOL = 64 * float(np.finfo(np.float64).eps)
 
 
 def quantile_rank(n: int, alpha: float) -> int:
@@ -43,10 +47,17 @@ def min_calibration_size(alpha: float) -> int:
     return max(1, math.ceil(round((1.0 - alpha) / alpha, 9)))
 
 
-def conformal_quantile(scores: np.ndarray, alpha: float | Iterable[float]) -> np.ndarray:
+@overload
+def conformal_quantile(scores: ScoreArray, alpha: float | Iterable[float]) -> ScoreArray: ...
+@overload
+def conformal_quantile(scores: np.ndarray, alpha: float | Iterable[float]) -> np.ndarray: ...
+def conformal_quantile(scores: np.ndarray | ScoreArray, alpha: float | Iterable[float]) -> np.ndarray | ScoreArray:
     """Finite-sample corrected threshold(s) from calibration scores ``[..., n]``.
 
-    Returns ``[...]`` for one alpha, ``[..., A]`` for a sequence of alphas. Where
+    Returns ``[...]`` for one alpha, ``[..., A]`` for a sequence of alphas, of the input's kind:
+    floats for a float array, a :class:`~surefast.conformal.scores.ScoreArray` for one (ordered by
+    its exact key, so the ``k``-th smallest is the ``k``-th smallest exact score even where the
+    float values of many scores are one and the same number). Where
     ``k = ceil((n + 1)(1 - alpha)) > n`` (alpha below ``1 / (n + 1)``; see
     :func:`min_calibration_size`) the threshold is ``+inf``: no finite threshold gives the
     guarantee, so the only valid set is the full set. Callers who would rather fail than report
@@ -56,19 +67,32 @@ def conformal_quantile(scores: np.ndarray, alpha: float | Iterable[float]) -> np
     defined, and tied scores only make coverage more conservative (the upper bound
     ``1 - alpha + 1/(n + 1)`` assumes no ties).
     """
-    arr = np.asarray(scores, dtype=np.float64)
-    n = arr.shape[-1] if arr.ndim else 0
+    key = scores.key if isinstance(scores, ScoreArray) else np.asarray(scores, dtype=np.float64)
+    n = key.shape[-1] if key.ndim else 0
     if n == 0:
         raise SurefastError("the calibration set is empty: need at least one calibration score")
     single = not isinstance(alpha, Iterable)
-    alphas = check_alphas(alpha)
-    ordered = np.sort(arr, axis=-1)
-    inf = np.full(arr.shape[:-1], np.inf)
-    out = np.stack([ordered[..., k - 1] if k <= n else inf for k in (quantile_rank(n, a) for a in alphas)], axis=-1)
-    return out[..., 0] if single else out
+    ranks = [quantile_rank(n, a) for a in check_alphas(alpha)]
+    if not isinstance(scores, ScoreArray):
+        ordered = np.sort(key, axis=-1)
+        out = np.stack([_order_stat(ordered, k) for k in ranks], axis=-1)
+        return out[..., 0] if single else out
+    if scores.level is None:  # one level: the key alone orders the exact scores
+        order = np.argsort(scores.key, axis=-1, kind="stable")
+    else:  # RAPS: by value; where values coincide as floats, by the key (exact within a level)
+        order = np.lexsort((scores.key, scores.value), axis=-1)
+    sorted_scores = scores.map(lambda a: np.take_along_axis(a, order, axis=-1))
+    picked = sorted_scores.map(lambda a: np.stack([_order_stat(a, k) for k in ranks], axis=-1))
+    return picked[..., 0] if single else picked
 
 
-def prediction_sets(scores: np.ndarray, qhat: np.ndarray | float) -> np.ndarray:
+def _order_stat(ordered: np.ndarray, k: int) -> np.ndarray:
+    """The ``k``-th smallest of sorted ``[..., n]`` (``+inf`` when ``k > n``)."""
+    n = ordered.shape[-1]
+    return ordered[..., k - 1] if k <= n else np.full(ordered.shape[:-1], np.inf)
+
+
+def prediction_sets(scores: np.ndarray | ScoreArray, qhat: np.ndarray | float | ScoreArray) -> np.ndarray:
     """Boolean prediction sets ``{y : score_y <= qhat}``: scores ``[..., N, K]``, ``qhat`` ``[...]``.
 
     ``qhat`` broadcasts against the leading dims of ``scores`` (one threshold per split and
@@ -76,9 +100,29 @@ def prediction_sets(scores: np.ndarray, qhat: np.ndarray | float) -> np.ndarray:
     be empty (LAC when every ``p_y < 1 - qhat``; deterministic APS when the top probability alone
     exceeds ``qhat``; randomized scores by the coin flip): it counts as size 0 and never covers.
     An infinite ``qhat`` gives full sets.
+
+    "Ties" means equal up to :data:`RTOL` relative: for :class:`~surefast.conformal.scores.ScoreArray`
+    scores, relative to the smaller of the score's mass and its complement (its ``key``), so a
+    probability of 1e-12 is told from one of 1.1e-12 however close to 1 the score is; for plain
+    float scores, relative to ``|qhat|``. This is the textbook set ``{y : s_y <= qhat}`` up to float
+    noise for any logits, confident models included (tests/conformal/test_textbook.py).
     """
-    q = np.asarray(qhat, dtype=np.float64)[..., None, None]
-    return scores <= q + TOL
+    if not isinstance(scores, ScoreArray):
+        q = np.asarray(qhat, dtype=np.float64)[..., None, None]
+        return np.asarray(scores) <= q + RTOL * np.abs(q)
+    assert isinstance(qhat, ScoreArray), "precise scores need a precise threshold (conformal_quantile of them)"
+    t = qhat.map(lambda a: a[..., None, None])
+    by_key = scores.key <= t.key * (1.0 + RTOL)  # inf * (1 + RTOL) = inf: full sets
+    if scores.level is None or t.level is None:
+        return by_key
+    # RAPS: scores of different levels compare by float value (they differ by at least the
+    # penalty step minus a mass difference, far from the precision limit); where two values are
+    # within float noise, a shared level decides by the exact key and different levels count as a tie.
+    finite = np.isfinite(t.value)
+    noise = np.where(finite, 16 * np.finfo(np.float64).eps * (1.0 + np.abs(np.where(finite, t.value, 0.0))), 0.0)
+    clearly_in = scores.value < t.value - noise
+    near = ~clearly_in & (scores.value <= t.value + noise)
+    return clearly_in | (near & np.where(scores.level == t.level, by_key, True)) | ~finite
 
 
 def fill_empty_with_top(sets: np.ndarray, probs: np.ndarray) -> np.ndarray:

@@ -26,7 +26,9 @@ def check_probs(x: np.ndarray, *, from_logits: bool = False) -> np.ndarray:
     """Return ``x`` (or its softmax when ``from_logits``) as float64 ``[N, K]`` probabilities.
 
     Raises SurefastError for a wrong shape, NaN/inf, negative entries or rows that do not sum
-    to 1 within ``SUM_ATOL``. Rows are not renormalised: the values used are the values given.
+    to 1 within ``SUM_ATOL``. Rows are then divided by their sums: the scores compute ``1 - m`` as
+    the sum of the other labels' probabilities, which is exact only for rows that sum to 1 (a
+    float32 softmax is off by ~1e-7, which would swamp a probability of 1e-12).
     """
     arr = np.asarray(x, dtype=np.float64)
     what = "logits" if from_logits else "probabilities"
@@ -47,7 +49,7 @@ def check_probs(x: np.ndarray, *, from_logits: bool = False) -> np.ndarray:
             f"probabilities must sum to 1 per row: {int(off.sum())} rows do not (row {i} sums to {sums[i]:.6g})",
             hint="pass logits with from_logits=True to apply the softmax here",
         )
-    return arr
+    return arr / sums[:, None]
 
 
 def check_labels(labels: np.ndarray, n: int, k: int) -> np.ndarray:

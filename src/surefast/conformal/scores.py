@@ -19,7 +19,9 @@ the deterministic score), so a test can feed both the same draws.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 
@@ -117,57 +119,148 @@ def get_score(spec: str | ScoreConfig) -> ScoreConfig:
     raise SurefastError(f"unknown conformity score {spec!r}", hint=hint)
 
 
-def _tie_blocks(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per label: mass at or above it, mass of its tie group, and its rank (tie group's worst).
+@dataclass(frozen=True)
+class ScoreArray:
+    """Conformity scores ``s = level + m`` held so that comparing them loses no precision.
 
-    Computed by pairwise comparison ``[..., K, K]`` instead of a sort: K is six, and this is
-    what makes tied labels share one score with no dependence on option order.
+    ``m`` is the probability-mass part in ``[0, 1]`` (LAC ``1 - p_y``, APS ``M(y) - u T(y)``) and
+    ``level`` the RAPS rank penalty (``None`` for LAC and APS: level 0). A float64 cannot tell
+    ``1 - 1e-12`` from ``1 - 1.1e-12`` well, nor ``1 - 1e-17`` from 1 at all, and a confident
+    model's non-top options live there (a logit gap of 25 nats is a probability of 1e-11). So
+    ``m`` and its complement ``1 - m`` are each computed as a sum of probabilities (never one as
+    1 minus the other), and ``key`` keeps whichever is the smaller:
+
+    * ``key = m`` where ``m <= 1 - m``, else ``key = 1 / (1 - m)`` (``+inf`` when ``1 - m = 0``).
+
+    ``key`` is strictly increasing in ``m`` and accurate to a few ulps *relative*, however close
+    ``m`` is to 0 or 1, so two keys of one level compare as the exact scores do up to
+    :data:`~surefast.conformal.calibrate.RTOL`. ``value`` is ``s`` as a plain float64 (for
+    display, and to compare scores of different RAPS levels). All three arrays share one shape.
     """
-    above = probs[..., None, :] >= probs[..., :, None]  # [..., K(y), K(j)]: p_j >= p_y
-    tied = probs[..., None, :] == probs[..., :, None]
-    row = probs[..., None, :]
-    return (above * row).sum(-1), (tied * row).sum(-1), above.sum(-1)
+
+    key: np.ndarray
+    value: np.ndarray
+    level: np.ndarray | None = None
+
+    @classmethod
+    def from_mass(cls, mass: np.ndarray, rest: np.ndarray, level: np.ndarray | None = None) -> ScoreArray:
+        """Scores from ``m`` and ``1 - m``, both as computed sums, plus an optional penalty level."""
+        lower = mass <= rest
+        with np.errstate(divide="ignore", over="ignore"):  # 1 / 0 and 1 / 1e-320: +inf, above every finite key
+            key = np.where(lower, mass, 1.0 / rest)
+        value = np.where(lower, mass, 1.0 - rest)
+        if level is None:
+            return cls(key, value)
+        level = np.broadcast_to(level, key.shape)  # a per-label penalty under per-split draws u
+        return cls(key, value + level, level)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.key.shape)
+
+    def map(self, fn: Callable[[np.ndarray], np.ndarray]) -> ScoreArray:
+        """The same function (an index, a gather) applied to every field."""
+        return ScoreArray(fn(self.key), fn(self.value), None if self.level is None else fn(self.level))
+
+    def __getitem__(self, index: Any) -> ScoreArray:
+        return self.map(lambda a: a[index])
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """As an array: the float values (``np.asarray(scores)``), e.g. to print or plot them."""
+        return self.value if dtype is None else self.value.astype(dtype)
 
 
-def lac(probs: np.ndarray) -> np.ndarray:
-    """LAC scores ``1 - p`` for every label, ``[..., K]``."""
-    return 1.0 - probs
+@dataclass(frozen=True)
+class TieBlocks:
+    """Per label, the probability sums every score is built from (``[..., K]`` each).
+
+    Computed by pairwise comparison ``[..., K, K]`` instead of a sort: K is six, and it makes
+    tied labels share one value with no dependence on option order. Every field is a sum of
+    non-negative probabilities, so each is accurate relative to itself (no cancellation).
+    """
+
+    above: np.ndarray  # M(y): mass of labels j with p_j >= p_y (y's tie group included)
+    strictly_above: np.ndarray  # mass of labels with p_j > p_y
+    tied: np.ndarray  # T(y): mass of y's tie group
+    below: np.ndarray  # mass of labels with p_j < p_y: 1 - M(y), as its own sum
+    others: np.ndarray  # mass of every label but y: 1 - p_y, as its own sum
+    probs: np.ndarray  # p_y
+    rank: np.ndarray  # o(y): 1-based rank, a tie group taking its worst
 
 
-def aps(probs: np.ndarray) -> np.ndarray:
-    """Deterministic APS scores for every label, ``[..., K]`` (see :class:`APSConfig`)."""
-    return _tie_blocks(probs)[0]
+def tie_blocks(probs: np.ndarray) -> TieBlocks:
+    """The sums of :class:`TieBlocks` for probabilities ``[..., K]`` (rows summing to 1)."""
+    p = np.asarray(probs, dtype=np.float64)
+    row = p[..., None, :]  # [..., 1, K(j)]
+    col = p[..., :, None]  # [..., K(y), 1]
+    above, strict = row >= col, row > col  # [..., K(y), K(j)]
+    tied = above & ~strict
+    k = p.shape[-1]
+    return TieBlocks(
+        above=(above * row).sum(-1),
+        strictly_above=(strict * row).sum(-1),
+        tied=(tied * row).sum(-1),
+        below=(~above * row).sum(-1),
+        others=p @ (1.0 - np.eye(k)),
+        probs=p,
+        rank=above.sum(-1),
+    )
 
 
-def aps_randomized(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Randomized APS scores ``[..., K]``; ``u`` ``[...]`` broadcasts against ``probs[..., 0]``."""
-    mass, tied, _ = _tie_blocks(probs)
-    return mass - np.asarray(u, dtype=np.float64)[..., None] * tied  # one draw per item, all labels
+def score_array(config: ScoreConfig, blocks: TieBlocks, u: np.ndarray | None = None) -> ScoreArray:
+    """Scores of every label under ``config`` from precomputed :class:`TieBlocks`.
 
-
-def raps(probs: np.ndarray, u: np.ndarray | None = None, *, lam: float = 0.1, k_reg: int = 2) -> np.ndarray:
-    """RAPS scores ``[..., K]``: deterministic when ``u`` is None, else randomized with ``u``."""
-    mass, tied, rank = _tie_blocks(probs)
-    if u is not None:
-        mass = mass - np.asarray(u, dtype=np.float64)[..., None] * tied
-    return mass + lam * np.maximum(rank - k_reg, 0)
-
-
-def class_scores(config: ScoreConfig, probs: np.ndarray, u: np.ndarray | None = None) -> np.ndarray:
-    """Scores of every label under ``config``: ``[N, K]``, or ``[R, N, K]`` when ``u`` is ``[R, N]``.
-
-    ``u`` is ignored by deterministic scores and required by randomized ones.
+    ``u`` (randomized scores only) has the blocks' shape without the label axis and broadcasts
+    over labels: one draw per item. With ``u``, the mass ``M(y) - u T(y)`` is formed as
+    ``(mass strictly above y) + (1 - u) T(y)`` and its complement as ``(mass below y) + u T(y)``:
+    sums of non-negative terms, so both stay exact to a few ulps.
     """
     match config:
         case LACConfig():
-            return lac(probs)
-        case APSConfig(randomized=False):
-            return aps(probs)
-        case APSConfig(randomized=True):
-            return aps_randomized(probs, _require(u))
-        case RAPSConfig():
-            return raps(probs, _require(u) if config.randomized else None, lam=config.lam, k_reg=config.k_reg)
+            return ScoreArray.from_mass(blocks.others, blocks.probs)
+        case APSConfig() | RAPSConfig():
+            if config.randomized:
+                w = np.asarray(_require(u), dtype=np.float64)[..., None]
+                mass = blocks.strictly_above + (1.0 - w) * blocks.tied
+                rest = blocks.below + w * blocks.tied
+            else:
+                mass, rest = blocks.above, blocks.below
+            level = None
+            if isinstance(config, RAPSConfig):
+                level = config.lam * np.maximum(blocks.rank - config.k_reg, 0)
+            return ScoreArray.from_mass(mass, rest, level)
     raise SurefastError(f"not a score config: {config!r}")
+
+
+def lac(probs: np.ndarray) -> np.ndarray:
+    """LAC scores ``1 - p`` for every label, ``[..., K]``, as floats."""
+    return score_array(LACConfig(), tie_blocks(probs)).value
+
+
+def aps(probs: np.ndarray) -> np.ndarray:
+    """Deterministic APS scores for every label, ``[..., K]``, as floats (see :class:`APSConfig`)."""
+    return score_array(APSConfig(), tie_blocks(probs)).value
+
+
+def aps_randomized(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Randomized APS scores ``[..., K]`` as floats; ``u`` ``[...]`` broadcasts against ``probs[..., 0]``."""
+    return score_array(APSConfig(randomized=True), tie_blocks(probs), u).value
+
+
+def raps(probs: np.ndarray, u: np.ndarray | None = None, *, lam: float = 0.1, k_reg: int = 2) -> np.ndarray:
+    """RAPS scores ``[..., K]`` as floats: deterministic when ``u`` is None, else randomized with ``u``."""
+    config = RAPSConfig(lam=lam, k_reg=k_reg, randomized=u is not None)
+    return score_array(config, tie_blocks(probs), u).value
+
+
+def class_scores(config: ScoreConfig, probs: np.ndarray, u: np.ndarray | None = None) -> ScoreArray:
+    """Scores of every label under ``config``: ``[N, K]``, or ``[R, N, K]`` when ``u`` is ``[R, N]``.
+
+    Returned as a :class:`ScoreArray` (``.value`` for the floats). ``u`` is ignored by
+    deterministic scores and required by randomized ones. ``probs`` rows should sum to 1: the
+    complements are computed as sums of the other labels' probabilities.
+    """
+    return score_array(config, tie_blocks(probs), u if config.randomized else None)
 
 
 def _require(u: np.ndarray | None) -> np.ndarray:
@@ -176,12 +269,18 @@ def _require(u: np.ndarray | None) -> np.ndarray:
     return u
 
 
-def at_labels(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+@overload
+def at_labels(values: ScoreArray, labels: np.ndarray) -> ScoreArray: ...
+@overload
+def at_labels(values: np.ndarray, labels: np.ndarray) -> np.ndarray: ...
+def at_labels(values: np.ndarray | ScoreArray, labels: np.ndarray) -> np.ndarray | ScoreArray:
     """Each item's entry at its true label: ``[..., N, K]`` and ``[..., N]`` -> ``[..., N]``.
 
     On class scores this gives the calibration scores; on sets, whether each set covers.
     ``labels`` broadcast against the leading dims (e.g. ``[N]`` against ``[R, N, K]``).
     """
+    if isinstance(values, ScoreArray):
+        return values.map(lambda a: at_labels(a, labels))
     idx = np.asarray(labels)[..., None]
     idx = idx.reshape((1,) * (values.ndim - idx.ndim) + idx.shape)
     return np.take_along_axis(values, idx, axis=-1)[..., 0]

@@ -6,21 +6,20 @@ differ; we repeat the split ``R`` times (default 100) and report the spread.
 
 For each split ``r``, score ``s`` and alpha ``a``: the items are permuted, the first
 ``floor(cal_fraction * N)`` calibrate (``qhat``) and the rest are tested. All splits are
-computed at once as ``[R, ...]`` arrays; the rows of the tidy table are built only at the end.
+computed at once as ``[R, ...]`` arrays (:func:`split_metrics`); the same core also evaluates
+the item-bootstrap replicates of :mod:`surefast.conformal.bootstrap`, whose splits draw from a
+resample of the items instead of the items themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
 from surefast.conformal import metrics as M
-from surefast.conformal.calibrate import conformal_quantile, fill_empty_with_top, min_calibration_size, prediction_sets
-from surefast.conformal.inputs import check_alphas, check_labels, check_probs
-from surefast.conformal.scores import ScoreConfig, at_labels, class_scores, get_score
+from surefast.conformal.calibrate import conformal_quantile, fill_empty_with_top, prediction_sets
+from surefast.conformal.scores import ScoreArray, ScoreConfig, TieBlocks, at_labels, score_array, tie_blocks
 from surefast.data.items import LETTERS
 from surefast.errors import SurefastError
 
@@ -31,36 +30,6 @@ METRICS = (
     *(f"set_size_hist_{s}" for s in range(N_OPTIONS + 1)),
     *(f"coverage_at_size_{s}" for s in range(N_OPTIONS + 1)),
 )
-
-
-@dataclass(frozen=True)
-class SplitResults:
-    """Every metric of every split: ``values[score_fn, alpha, split, metric]``, ``[S, A, R, M]``."""
-
-    score_fns: tuple[str, ...]
-    alphas: tuple[float, ...]
-    values: np.ndarray
-    metrics: tuple[str, ...] = METRICS
-
-    def get(self, score_fn: str, alpha: float, metric: str) -> np.ndarray:
-        """The ``[R]`` per-split values of one metric."""
-        return self.values[self.score_fns.index(score_fn), self.alphas.index(alpha), :, self.metrics.index(metric)]
-
-    def rows(self) -> list[dict[str, Any]]:
-        """The tidy long table: one dict ``{score_fn, alpha, split, metric, value}`` per value."""
-        n_splits = self.values.shape[2]
-        flat = self.values.reshape(-1).tolist()
-        keys = (
-            (fn, al, sp, me)
-            for fn in self.score_fns
-            for al in self.alphas
-            for sp in range(n_splits)
-            for me in self.metrics
-        )
-        return [
-            {"score_fn": fn, "alpha": al, "split": sp, "metric": me, "value": v}
-            for (fn, al, sp, me), v in zip(keys, flat, strict=True)
-        ]
 
 
 def split_indices(n: int, n_splits: int, cal_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,41 +59,53 @@ def split_uniforms(n: int, n_splits: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, 1]).random((n_splits, n))
 
 
-def evaluate_splits(
-    probs: np.ndarray,
-    labels: np.ndarray,
-    *,
-    score_fns: Sequence[str | ScoreConfig] = ("lac", "aps"),
-    alphas: float | Iterable[float] = (0.1,),
-    n_splits: int = 100,
-    cal_fraction: float = 0.5,
-    seed: int = 0,
-    from_logits: bool = False,
-    fill_empty: bool = False,
-) -> SplitResults:
-    """Array form of :func:`evaluate` (same arguments); the table is ``.rows()`` of the result."""
-    p = check_probs(probs, from_logits=from_logits)  # [N, K]
-    n, k = p.shape
-    if k != N_OPTIONS:
-        raise SurefastError(f"expected {N_OPTIONS} option columns (A-F), got {k}")
-    y = check_labels(labels, n, k)
-    alphas_ = check_alphas(alphas)
-    configs = [get_score(s) for s in score_fns]
-    names = tuple(c.name for c in configs)
-    if not names or len(set(names)) != len(names):
-        raise SurefastError(f"score_fns must be non-empty and distinct, got {list(names)}")
-    cal, test = split_indices(n, n_splits, cal_fraction, seed)
-    n_cal = cal.shape[1]
-    for a in alphas_:
-        if n_cal < min_calibration_size(a):
-            raise SurefastError(
-                f"the calibration set is too small for alpha={a}: {n_cal} items, need at least "
-                f"{min_calibration_size(a)} (with fewer, the ceil((n+1)(1-alpha))-th smallest score does not "
-                "exist, the threshold is infinite and every set is full)",
-                hint="use more items, a larger cal_fraction or a larger alpha",
-            )
+def _gather(blocks: TieBlocks, items: np.ndarray) -> TieBlocks:
+    """Every field of ``blocks`` ``[N, K]`` at ``items`` ``[...]`` -> ``[..., K]``."""
+    return TieBlocks(**{name: getattr(blocks, name)[items] for name in blocks.__dataclass_fields__})
 
-    split_row = np.arange(n_splits)[:, None]  # [R, 1]: pairs with cal/test to pick per-split rows
+
+def _cal_and_test_scores(
+    config: ScoreConfig,
+    blocks: TieBlocks,
+    fixed: ScoreArray | None,
+    y: np.ndarray,
+    cal: np.ndarray,
+    test: np.ndarray,
+    u_cal: np.ndarray | None,
+    u_test: np.ndarray | None,
+) -> tuple[ScoreArray, ScoreArray]:
+    """Calibration scores ``[R, n_cal]`` (true labels) and test scores ``[R, T, K]``."""
+    if fixed is not None:  # deterministic: one computation per item serves every split
+        return at_labels(fixed, y)[cal], fixed[test]
+    # Randomized: each (split, position) has its own draw, so the scores are formed per split
+    # from the items' tie blocks (sums over labels, computed once) and the draws.
+    cal_scores = score_array(config, _gather(blocks, cal), u_cal)  # [R, n_cal, K]
+    return at_labels(cal_scores, y[cal]), score_array(config, _gather(blocks, test), u_test)
+
+
+def split_metrics(
+    p: np.ndarray,
+    y: np.ndarray,
+    configs: Sequence[ScoreConfig],
+    alphas: tuple[float, ...],
+    cal: np.ndarray,
+    test: np.ndarray,
+    u_cal: np.ndarray | None,
+    u_test: np.ndarray | None,
+    *,
+    fill_empty: bool = False,
+    blocks: TieBlocks | None = None,
+) -> np.ndarray:
+    """Every metric of every split: ``[S, A, R, M]`` (M = :data:`METRICS`).
+
+    ``p`` ``[N, K]`` are checked probabilities, ``y`` ``[N]`` labels; ``cal`` ``[R, n_cal]`` and
+    ``test`` ``[R, T]`` are the *item indices* of each split (a bootstrap replicate's splits index
+    its resampled items, so an item may appear more than once). ``u_cal``/``u_test`` are the
+    uniform draws of randomized scores at those places (None when no score is randomized).
+    ``blocks`` may pass ``tie_blocks(p)`` when the caller computes it once for many calls.
+    """
+    blocks = tie_blocks(p) if blocks is None else blocks
+    k = p.shape[1]
     p_test, y_test = p[test], y[test]  # [R, T, K], [R, T]
     # Split-only metrics: the same for every score and alpha.
     acc = M.accuracy(p_test, y_test)  # [R]
@@ -134,18 +115,12 @@ def evaluate_splits(
         "e_share": M.answer_share(p_test, M.IDK),
         "f_share": M.answer_share(p_test, M.NOTA),
     }
-    u = split_uniforms(n, n_splits, seed) if any(c.randomized for c in configs) else None  # [R, N]
-
-    out = np.empty((len(configs), len(alphas_), n_splits, len(METRICS)))
+    out = np.empty((len(configs), len(alphas), cal.shape[0], len(METRICS)))
     for i, cfg in enumerate(configs):
-        if cfg.randomized:
-            scores = class_scores(cfg, p, u)  # [R, N, K]: each split draws its own u
-            cal_s, test_s = at_labels(scores, y)[split_row, cal], scores[split_row, test]
-        else:
-            scores = class_scores(cfg, p)  # [N, K]: one computation serves every split
-            cal_s, test_s = at_labels(scores, y)[cal], scores[test]
-        qhat = conformal_quantile(cal_s, alphas_)  # [R, A]
-        sets = prediction_sets(test_s[:, None], qhat)  # [R, A, T, K]
+        fixed = None if cfg.randomized else score_array(cfg, blocks)
+        cal_s, test_s = _cal_and_test_scores(cfg, blocks, fixed, y, cal, test, u_cal, u_test)
+        qhat = conformal_quantile(cal_s, alphas)  # [R, A]
+        sets = prediction_sets(test_s.map(lambda a: a[:, None]), qhat)  # [R, A, T, K]
         if fill_empty:
             sets = fill_empty_with_top(sets, p_test[:, None])
         yt = y_test[:, None]  # [R, 1, T]
@@ -165,77 +140,4 @@ def evaluate_splits(
             axis=-1,
         )  # [R, A, M]
         out[i] = block.transpose(1, 0, 2)
-    return SplitResults(score_fns=names, alphas=alphas_, values=out)
-
-
-def evaluate(
-    probs: np.ndarray,
-    labels: np.ndarray,
-    *,
-    score_fns: Sequence[str | ScoreConfig] = ("lac", "aps"),
-    alphas: float | Iterable[float] = (0.1,),
-    n_splits: int = 100,
-    cal_fraction: float = 0.5,
-    seed: int = 0,
-    from_logits: bool = False,
-    fill_empty: bool = False,
-) -> list[dict[str, Any]]:
-    """Split-conformal metrics over ``n_splits`` random calibration/test splits, as a tidy table.
-
-    ``probs`` ``[N, 6]`` are softmax probabilities over options A-F (or logits with
-    ``from_logits=True``), ``labels`` ``[N]`` the right option indices. ``score_fns`` are
-    registry names (:data:`~surefast.conformal.scores.SCORES`) or score configs; all ``alphas``
-    are done in one pass on the same splits. Returns one dict per (score_fn, alpha, split,
-    metric) with keys ``score_fn, alpha, split, metric, value``; metrics are listed in
-    :data:`METRICS` (see docs/conformal.md), NaN where undefined (e.g. ``coverage_at_size_s``
-    when no test item has a set of size ``s``). ``fill_empty=True`` puts the top option into
-    empty sets, as the reference code does. Deterministic given ``seed``.
-
-    Raises SurefastError for malformed inputs and when the calibration split is smaller than
-    :func:`~surefast.conformal.calibrate.min_calibration_size` for some alpha (the threshold would
-    be infinite and every set full).
-    """
-    return evaluate_splits(
-        probs,
-        labels,
-        score_fns=score_fns,
-        alphas=alphas,
-        n_splits=n_splits,
-        cal_fraction=cal_fraction,
-        seed=seed,
-        from_logits=from_logits,
-        fill_empty=fill_empty,
-    ).rows()
-
-
-def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean, std and a 95% interval of each metric over splits.
-
-    Groups by every key except ``split`` and ``value`` (so columns a caller added, e.g. model or
-    task, are kept), in order of first appearance. Per group: ``mean``, ``std`` (ddof=1),
-    ``ci_low``/``ci_high`` = the 2.5th/97.5th percentiles of the per-split values (numpy's
-    linear interpolation), and ``n_splits`` (splits with a defined value; NaNs are skipped).
-
-    The interval is the *percentile range over splits*, not a normal-approximation confidence
-    interval of the mean: it says how far one random split's value can move. Splits reuse the
-    same items, so ``std / sqrt(R)`` would shrink to 0 as ``R`` grows without the items ever
-    changing and would wildly overstate significance. To compare two models, evaluate both with
-    the same seed on the same items (same splits) and look at the per-split differences.
-    """
-    groups: dict[tuple[tuple[str, Any], ...], list[float]] = {}
-    for row in rows:
-        key = tuple((k, v) for k, v in row.items() if k not in ("split", "value"))
-        groups.setdefault(key, []).append(row["value"])
-    out = []
-    for key, vals in groups.items():
-        v = np.asarray(vals, dtype=np.float64)
-        ok = v[np.isfinite(v)]
-        nan = float("nan")
-        stats = {
-            "mean": float(ok.mean()) if ok.size else nan,
-            "std": float(ok.std(ddof=1)) if ok.size > 1 else nan,
-            "ci_low": float(np.percentile(ok, 2.5)) if ok.size else nan,
-            "ci_high": float(np.percentile(ok, 97.5)) if ok.size else nan,
-        }
-        out.append({**dict(key), **stats, "n_splits": int(ok.size)})
     return out
