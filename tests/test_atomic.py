@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import subprocess
 import sys
 import time
@@ -11,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from surefast import atomic
-from surefast.atomic import atomic_write_bytes, remove_stale_tmp
+from surefast.atomic import atomic_write_bytes, remove_stale_tmp, write_errors
+from surefast.errors import SurefastError
 
 
 def _dead_pid() -> int:
@@ -62,3 +65,47 @@ def test_remove_stale_tmp_only_takes_dead_or_ancient_writers(tmp_path: Path) -> 
     assert sorted(removed) == sorted([stale, ancient])
     assert young.exists() and busy.exists() and other.exists()
     assert remove_stale_tmp(tmp_path / "missing") == []
+
+
+def test_the_sweep_leaves_a_folder_it_may_not_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader of a read-only store or cache sweeps first: it must not fail on the leftovers."""
+    stale = _tmp(tmp_path, "shard-a.npz", _dead_pid(), age_s=atomic.MAX_TMP_AGE_S + 10)
+    real_unlink = Path.unlink
+
+    def refused(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    assert remove_stale_tmp(tmp_path) == [] and stale.exists()
+
+    def broken(self: Path, missing_ok: bool = False) -> None:
+        raise OSError(errno.EIO, "Input/output error", str(self))
+
+    monkeypatch.setattr(Path, "unlink", broken)
+    with pytest.raises(OSError, match="Input/output"):  # a real fault still shows
+        remove_stale_tmp(tmp_path)
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert remove_stale_tmp(tmp_path) == [stale]
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (errno.ENOSPC, r"disk full while writing under {where} \(\d+\.\d GiB free\)"),
+        (errno.EDQUOT, r"disk full while writing under {where} \(\d+\.\d GiB free\)"),
+        (errno.EROFS, r"cannot write {where}/part: the folder is read-only \(Read-only file system\)"),
+        (errno.EACCES, r"cannot write {where}/part: the folder is read-only \(Permission denied\)"),
+        (errno.EPERM, r"cannot write {where}/part: the folder is read-only \(Operation not permitted\)"),
+    ],
+)
+def test_write_errors_are_one_line(tmp_path: Path, code: int, message: str) -> None:
+    where = tmp_path / "not" / "yet"  # the free space is that of the nearest existing parent
+    pattern = "^" + message.format(where=re.escape(str(where)))
+    with pytest.raises(SurefastError, match=pattern) as exc, write_errors(where):
+        raise OSError(code, os.strerror(code), str(where / "part"))
+    assert "\n" not in str(exc.value) and exc.value.hint
+
+
+def test_write_errors_let_other_faults_through(tmp_path: Path) -> None:
+    with pytest.raises(OSError, match="Input/output"), write_errors(tmp_path):
+        raise OSError(errno.EIO, "Input/output error")

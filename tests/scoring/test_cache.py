@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from typing import Any
 
 import numpy as np
 import pytest
 
 from surefast.errors import SurefastError
-from surefast.scoring import CacheKey, ScoringConfig, score_items, scores_dir
+from surefast.scoring import CacheKey, ScoreStore, ScoringConfig, score_items, scores_dir
 from surefast.scoring.arch import decoder_body
 
 from .helpers import make_items, make_prompt
@@ -122,3 +125,94 @@ def test_duplicate_uids_are_an_error(tiny, tiny_tok):
     items = make_items(2)
     with pytest.raises(SurefastError, match="duplicate"):
         score_items(tiny("llama"), tiny_tok, make_prompt(), [items[0], items[0]])
+
+
+def _score_ten(tiny, tiny_tok):
+    model, prompt, items = tiny("llama"), make_prompt(), make_items(10)
+    return model, prompt, items, score_items(model, tiny_tok, prompt, items, config=SMALL, cache_key=KEY)
+
+
+def test_a_shard_whose_values_changed_is_skipped_and_recomputed(tiny, tiny_tok):
+    """A flipped byte inside a shard's logits. The zip's own CRC catches a flip made after the zip
+    was sealed, so the shard is re-sealed around the flipped bytes here: what the CRC cannot see
+    (bytes changed in memory or in transit before sealing, a shard rewritten by hand)."""
+    model, prompt, items, first = _score_ten(tiny, tiny_tok)
+    shard = sorted(scores_dir().glob("*/shard-*.npz"))[0]
+    with np.load(shard) as data:
+        arrays = {name: data[name].copy() for name in data.files}  # "sha" too: it is kept as written
+    raw = arrays["logits"].view(np.uint8).reshape(-1)
+    raw[5] ^= 0x10  # one bit of one float32's mantissa: a different, perfectly ordinary number
+    with shard.open("wb") as fh:
+        np.savez(fh, **arrays)
+    with np.load(shard) as data:  # the container is fine: it loads, with other values
+        assert not np.array_equal(data["logits"], first.logits[: len(data["logits"])])
+    calls = count_calls(model)
+    with pytest.warns(UserWarning, match="do not match its checksum"):
+        again = score_items(model, tiny_tok, prompt, items, config=SMALL, cache_key=KEY)
+    assert again.n_cached == 8 and calls["body"] == 1 + 1  # the prefix, then the one lost batch
+    assert np.abs(again.logits - first.logits).max() < 1e-5
+
+
+def test_shards_written_before_checksums_still_load(tiny, tiny_tok):
+    model, prompt, items, first = _score_ten(tiny, tiny_tok)
+    for shard in scores_dir().glob("*/shard-*.npz"):
+        with np.load(shard) as data:
+            arrays = {name: data[name] for name in data.files if name != "sha"}
+        with shard.open("wb") as fh:
+            np.savez(fh, **arrays)
+    again = score_items(model, tiny_tok, prompt, items, config=SMALL, cache_key=KEY)
+    assert again.n_cached == 10 and np.array_equal(again.logits, first.logits)
+
+
+def test_looking_up_the_cache_creates_nothing(isolated_home):
+    assert scores_dir() == isolated_home / "scores" and not scores_dir().exists()
+    assert ScoreStore(KEY, "p0").load() == {}
+    assert list(isolated_home.iterdir()) == []
+
+
+def _shard_args() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    return ["a", "b"], np.zeros((2, 6), np.float32), np.array([0, 1]), np.array([False, True])
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_while_caching_is_one_line(monkeypatch, code):
+    from surefast import atomic
+
+    class FullDisk:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *args: Any) -> None:
+            return None
+
+        def write(self, data: bytes) -> int:
+            raise OSError(code, os.strerror(code))
+
+    store = ScoreStore(KEY, "p0")
+    with monkeypatch.context() as patch:  # the first write is the manifest's
+        patch.setattr(atomic, "open", FullDisk, raising=False)
+        with pytest.raises(SurefastError, match=r"disk full while writing under .*scores.* GiB free"):
+            store.write(*_shard_args())
+    assert not (store.folder / "manifest.json").exists()
+    store.write(*_shard_args())
+    monkeypatch.setattr(atomic, "open", FullDisk, raising=False)  # now the shard's
+    with pytest.raises(SurefastError, match="disk full") as exc:
+        store.write(*_shard_args())
+    assert str(store.folder) in exc.value.message
+    assert len(list(store.folder.glob("shard-*.npz"))) == 1 and not list(store.folder.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_a_read_only_cache_refuses_writes_in_one_line(monkeypatch, code):
+    from surefast import atomic
+
+    def refused(src: object, dst: object) -> None:
+        raise OSError(code, os.strerror(code), str(dst))
+
+    monkeypatch.setattr(atomic.os, "replace", refused)
+    with pytest.raises(SurefastError, match="the folder is read-only") as exc:
+        ScoreStore(KEY, "p0").write(*_shard_args())
+    assert "SUREFAST_HOME" in (exc.value.hint or "")

@@ -11,6 +11,7 @@ unit come back from the scoring cache. Runs write only their own files, so sever
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import socket
 import time
@@ -22,6 +23,9 @@ from surefast.atomic import remove_stale_tmp
 from surefast.bench.plan import CompressionSpec, StudyPlan
 from surefast.bench.runner import UnitProgress, part_name, run_bench
 from surefast.bench.store import Run, Store
+from surefast.errors import SurefastError
+
+_log = logging.getLogger(__name__)
 
 JobProgress = Callable[[str], None]
 
@@ -45,16 +49,33 @@ def job_done(run: Run, plan: StudyPlan, model: str, comp: CompressionSpec) -> bo
 
 def open_run(store: Store, plan: StudyPlan, command: str) -> Run:
     """The study's run, created on first use and reused when the same plan runs again (also by
-    another process at the same moment: the check and the creation happen under the run's lock)."""
+    another process at the same moment: the check and the creation happen under the run's lock).
+
+    An unreadable ``run.json`` (truncated, garbled) is rebuilt from the plan, which is all it
+    was made from; the parts are kept, and finished jobs are still skipped. What finished jobs
+    recorded there (model sizes, job timings) is lost; the rebuild is logged as a warning."""
     run = Run(store.root, plan.run_id)
+    meta = {
+        "kind": "study",
+        "command": command,
+        "plan": plan.source,
+        "name": plan.name,
+        "models": list(plan.models),
+        "compressions": [asdict(c) for c in plan.compressions],
+        "config": asdict(plan.bench),
+        "model_params": {},
+    }
     with run.locked():
         remove_stale_tmp(run.folder)  # left by a kill -9 mid-write
-        if (run.folder / "run.json").is_file():
-            run.update_meta(status="running", resumed=time.time())
-            return run
-        return store.create_run({"kind": "study", "command": command, "plan": plan.source, "name": plan.name,
-                                 "models": list(plan.models), "compressions": [asdict(c) for c in plan.compressions],
-                                 "config": asdict(plan.bench), "model_params": {}}, run_id=plan.run_id)  # fmt: skip
+        if not (run.folder / "run.json").is_file():
+            return store.create_run(meta, run_id=plan.run_id)
+        try:
+            run.read_meta()
+        except SurefastError as exc:
+            _log.warning("%s: rebuilt it from the plan; the %d stored parts are kept", exc.message, len(run.parts()))
+            return store.create_run({**meta, "rebuilt": time.time()}, run_id=plan.run_id, replace=True)
+        run.update_meta(status="running", resumed=time.time())
+        return run
 
 
 def run_job(plan: StudyPlan, store_root: str, model: str, comp: CompressionSpec,

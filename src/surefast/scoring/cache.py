@@ -2,11 +2,19 @@
 
 Layout: ``$SUREFAST_HOME/scores/<task>-<strategy>-<hash>/`` with ``manifest.json`` (the key's
 fields, versions) and ``shard-*.npz`` files, each holding one finished batch: ``uids`` [b] str,
-``logits`` [b, 6] float32, ``labels`` [b] int64, ``shortened`` [b] bool. A shard is written to a
-temporary name and renamed into place (``os.replace``), so a reader sees whole shards or none;
-a kill loses at most the batch in flight (its temporary file is removed when the folder is next
-loaded, see :mod:`surefast.atomic`). Two processes on one key may both compute a missing
-item; both write correct shards and the reader keeps the first it meets.
+``logits`` [b, 6] float32, ``labels`` [b] int64, ``shortened`` [b] bool, and ``sha`` [] str, the
+sha256 of the other four arrays (:func:`shard_sha`). A shard is written to a temporary name and
+renamed into place (``os.replace``), so a reader sees whole shards or none; a kill loses at most
+the batch in flight (its temporary file is removed when the folder is next loaded, see
+:mod:`surefast.atomic`). Two processes on one key may both compute a missing item; both write
+correct shards and the reader keeps the first it meets.
+
+A shard that does not load, or whose arrays do not match its ``sha``, is skipped with a
+warning, so its items are scored again. The zip container's CRC already catches most flipped
+bytes; ``sha`` also covers what it cannot see (bytes changed before the zip was sealed, a shard
+rewritten with other values). Shards from before ``sha`` existed are read as they are. Reading
+writes nothing but the sweep of dead writers' temporary files (skipped in a read-only folder);
+writers that meet a read-only folder or a full disk say so in one line.
 
 ``<hash>`` covers the CacheKey (model, compression, task, strategy, data fingerprints) and the
 prompt's fingerprint as scoring sees it (prefix ids, a probe item's rendered ids, the letter
@@ -30,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from surefast import __version__
-from surefast.atomic import atomic_write_bytes, remove_stale_tmp
+from surefast.atomic import atomic_write_bytes, remove_stale_tmp, write_errors
 from surefast.paths import surefast_home
 from surefast.scoring.types import CacheKey
 
@@ -39,9 +47,21 @@ MANIFEST = "manifest.json"
 
 
 def scores_dir() -> Path:
-    path = surefast_home() / "scores"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """``$SUREFAST_HOME/scores``, not created here: only a writer creates it (a reader may have a
+    read-only home)."""
+    return surefast_home() / "scores"
+
+
+_SHARD_ARRAYS = ("uids", "logits", "labels", "shortened")
+
+
+def shard_sha(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over the name, dtype, shape and bytes of a shard's arrays, in a fixed order."""
+    digest = hashlib.sha256()
+    for name in _SHARD_ARRAYS:
+        arr = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{arr.dtype.str}:{arr.shape}\0".encode() + arr.tobytes())
+    return digest.hexdigest()
 
 
 def _slug(text: str) -> str:
@@ -92,7 +112,8 @@ class ScoreStore:
         atomic_write_bytes(path, json.dumps(manifest, indent=2, sort_keys=True).encode())
 
     def load(self) -> dict[str, Cached]:
-        """Every item stored so far; unreadable shards (should not happen) are skipped with a warning."""
+        """Every item stored so far; unreadable or mismatching shards (should not happen) are
+        skipped with a warning, so their items are scored again."""
         found: dict[str, Cached] = {}
         if not self.folder.is_dir():
             return found
@@ -100,25 +121,41 @@ class ScoreStore:
         for shard in sorted(self.folder.glob("shard-*.npz")):
             try:
                 with np.load(shard, allow_pickle=False) as data:
-                    uids, logits = data["uids"], data["logits"].astype(np.float32)
-                    labels, shortened = data["labels"], data["shortened"]
+                    arrays = {name: data[name] for name in _SHARD_ARRAYS}
+                    sha = str(data["sha"]) if "sha" in data.files else None  # None: written before checksums
             except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
                 warnings.warn(f"skipping unreadable score shard {shard}: {exc}", stacklevel=2)
                 continue
-            for i, uid in enumerate(uids.tolist()):
+            if sha is not None and sha != shard_sha(arrays):
+                warnings.warn(f"skipping score shard {shard}: its arrays do not match its checksum", stacklevel=2)
+                continue
+            logits, labels, shortened = arrays["logits"].astype(np.float32), arrays["labels"], arrays["shortened"]
+            for i, uid in enumerate(arrays["uids"].tolist()):
                 if uid not in found:
                     found[uid] = Cached(logits[i], int(labels[i]), bool(shortened[i]))
         return found
 
     def write(self, uids: list[str], logits: np.ndarray, labels: np.ndarray, shortened: np.ndarray) -> Path:
-        """Store one finished batch as a shard, atomically."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._write_manifest()
-        self._counter += 1
-        name = f"shard-{time.time_ns():020d}-{os.getpid()}-{self._counter:05d}.npz"
-        path = self.folder / name
+        """Store one finished batch as a shard, atomically, with its checksum."""
+        arrays = {
+            "uids": np.array(uids, dtype=str),
+            "logits": np.asarray(logits, dtype=np.float32),
+            "labels": np.asarray(labels, dtype=np.int64),
+            "shortened": np.asarray(shortened, dtype=bool),
+        }
         buf = io.BytesIO()
-        np.savez(buf, uids=np.array(uids, dtype=str), logits=np.asarray(logits, dtype=np.float32),
-                 labels=np.asarray(labels, dtype=np.int64), shortened=np.asarray(shortened, dtype=bool))  # fmt: skip
-        atomic_write_bytes(path, buf.getvalue(), fsync=True)
+        np.savez(
+            buf,
+            uids=arrays["uids"],
+            logits=arrays["logits"],
+            labels=arrays["labels"],
+            shortened=arrays["shortened"],
+            sha=np.array(shard_sha(arrays)),
+        )
+        self._counter += 1
+        path = self.folder / f"shard-{time.time_ns():020d}-{os.getpid()}-{self._counter:05d}.npz"
+        with write_errors(self.folder):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._write_manifest()
+            atomic_write_bytes(path, buf.getvalue(), fsync=True)
         return path
