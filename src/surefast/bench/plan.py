@@ -16,11 +16,14 @@ Example (``examples/demo_study.yaml`` is the one ``make demo`` runs)::
     score_fns: [lac, aps]
     alphas: [0.1]
     splits: 100
+    bootstrap: 200                # item-bootstrap replicates behind the intervals; 0: none
     calibration: {n_samples: 32, seq_len: 256}
+    # also: seed, shots, chat, data, dtype (bf16, fp16, fp32), batch_tokens, skip_malformed
 
 Sweep labels end in their level (``wanda-30``), which is how reports find sweeps. The run id is
 derived from the plan's content, so running the same plan again continues the same run and
-recomputes nothing that finished.
+recomputes nothing that finished. :func:`plan_from_dict` checks the whole plan (every key, every
+compression's config, the calibration and the model specs) before anything runs.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ import yaml
 from surefast.bench.runner import STRATEGIES, BenchConfig
 from surefast.data.items import TASKS
 from surefast.errors import SurefastError
+from surefast.models import parse_spec
 
 DENSE = "dense"
+DTYPES = ("bf16", "fp16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -83,61 +88,216 @@ class StudyPlan:
         return [(m, c) for m in self.models for c in self.compressions]
 
 
+KNOWN_KEYS = (
+    "name",
+    "models",
+    "compressions",
+    "sweeps",
+    "tasks",
+    "strategies",
+    "n",
+    "seed",
+    "shots",
+    "chat",
+    "score_fns",
+    "alphas",
+    "splits",
+    "bootstrap",
+    "data",
+    "calibration",
+    "dtype",
+    "batch_tokens",
+    "skip_malformed",
+)
+
+
 def _where(source: str, key: str) -> str:
     return f"{source}: {key}" if source else key
+
+
+def _get(data: dict[str, Any], key: str, default: Any) -> Any:
+    """``key: `` with no value (YAML null) means the default, like leaving the key out."""
+    value = data.get(key)
+    return default if value is None else value
 
 
 def _list(value: Any, allowed: tuple[str, ...], key: str, source: str) -> tuple[str, ...]:
     if value in (None, "all"):
         return allowed
-    items = tuple(value) if isinstance(value, list) else tuple(str(value).split(","))
+    if isinstance(value, str):
+        items = tuple(v.strip() for v in value.split(",") if v.strip())
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = tuple(value)
+    else:
+        raise SurefastError(
+            f"{_where(source, key)}: expected all, a name, a comma list or a list of names, got {value!r}",
+            f"choose from {', '.join(allowed)}",
+        )
+    if not items:
+        raise SurefastError(f"{_where(source, key)}: give at least one", f"choose from {', '.join(allowed)} or all")
     for item in items:
         if item not in allowed:
             raise SurefastError(f"{_where(source, key)}: unknown value {item!r}", f"choose from {', '.join(allowed)}")
     return items
 
 
+def _names(value: Any, key: str, source: str) -> tuple[str, ...]:
+    """A YAML string is one name or a comma list ("lac" is not the scores l, a and c)."""
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise SurefastError(f"{_where(source, key)}: expected a name, a comma list or a list of names, got {value!r}")
+
+
+def _numbers(value: Any, key: str, source: str) -> tuple[Any, ...]:
+    """A number or a list; YAML 1.1 reads ``1e-1`` (no dot) as a string, so numeric strings count.
+    What is not a number is passed on for BenchConfig to refuse by name."""
+    if isinstance(value, list):
+        return tuple(_number(v) for v in value)
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        return (_number(value),)
+    raise SurefastError(f"{_where(source, key)}: expected a number or a list of numbers, got {value!r}")
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _missing(path: str) -> bool:
+    """A local path that does not exist (``stdlib``, ``pypi`` and ``hf:...`` are not paths)."""
+    return path not in ("stdlib", "pypi") and not path.startswith("hf:") and not Path(path).expanduser().exists()
+
+
+def _label(entry: dict[str, Any], where: str) -> str | None:
+    label = entry.get("label")
+    if label is not None and not (isinstance(label, str) or _is_number(label)):
+        raise SurefastError(f"{where}: label: expected text, got {label!r}")
+    return None if label is None else str(label)
+
+
+def _checked(spec: CompressionSpec, where: str) -> CompressionSpec:
+    """Build the method's config now, so an unknown method or option (or a value out of range)
+    stops the plan before any job runs, not after the dense job has."""
+    try:
+        spec.config()
+    except SurefastError as exc:
+        raise SurefastError(f"{where}: {exc.message}", exc.hint) from None
+    return spec
+
+
 def _compression(entry: Any, source: str, index: int) -> CompressionSpec:
-    if entry == DENSE or (isinstance(entry, dict) and entry.get("method") in (None, DENSE) and "label" not in entry):
+    where = _where(source, f"compressions[{index}]")
+    if entry == DENSE:
         return CompressionSpec(DENSE, None)
-    if not isinstance(entry, dict) or "method" not in entry:
-        raise SurefastError(f"{_where(source, f'compressions[{index}]')}: expected 'dense' or a mapping with 'method'")
+    if not isinstance(entry, dict):
+        raise SurefastError(f"{where}: expected 'dense' or a mapping with 'method', got {entry!r}")
+    method = entry.get("method")
+    if method is None:  # was silently the dense model, options ignored
+        raise SurefastError(f"{where}: no method given", "add method: rtn, gptq, wanda, ... or write dense")
+    if method == DENSE:
+        extra = sorted(k for k in entry if k != "method" and not (k == "label" and entry[k] in (None, DENSE)))
+        if extra:
+            raise SurefastError(f"{where}: the dense model takes no options or label ({', '.join(extra)})")
+        return CompressionSpec(DENSE, None)
+    if not isinstance(method, str):
+        raise SurefastError(f"{where}: method: expected a method name, got {method!r}")
     options = {k: v for k, v in entry.items() if k not in ("label", "method")}
-    label = str(entry.get("label") or "-".join([entry["method"], *(f"{k}{v}" for k, v in sorted(options.items()))]))
-    return CompressionSpec(label, str(entry["method"]), tuple(sorted(options.items())))
+    label = _label(entry, where) or "-".join([method, *(f"{k}{v}" for k, v in sorted(options.items()))])
+    return _checked(CompressionSpec(label, method, tuple(sorted(options.items()))), where)
 
 
 def _sweep(entry: Any, source: str, index: int) -> list[CompressionSpec]:
     where = _where(source, f"sweeps[{index}]")
     if not isinstance(entry, dict) or not {"method", "param", "values"} <= set(entry):
         raise SurefastError(f"{where}: a sweep needs method, param and values")
-    scale = float(entry.get("scale", 1))
-    label = str(entry.get("label", entry["method"]))
+    values, scale, param = entry["values"], entry.get("scale", 1), entry["param"]
+    if not isinstance(values, list) or not values or not all(_is_number(v) for v in values):
+        raise SurefastError(f"{where}: values: expected a non-empty list of numbers, got {values!r}")
+    if not _is_number(scale):
+        raise SurefastError(f"{where}: scale: expected a number, got {scale!r}")
+    if not isinstance(param, str) or not isinstance(entry["method"], str):
+        raise SurefastError(f"{where}: method and param are names, got {entry['method']!r} and {param!r}")
+    label = _label(entry, where) or entry["method"]
     fixed = {k: v for k, v in entry.items() if k not in ("label", "method", "param", "values", "scale")}
     out = []
-    for value in entry["values"]:
+    for value in values:
         level = value * scale
         if float(value) == 0:
             continue  # level 0 is the dense model, already in every study
-        options = {**fixed, entry["param"]: value}
-        out.append(CompressionSpec(f"{label}-{level:g}", str(entry["method"]), tuple(sorted(options.items()))))
+        options = {**fixed, param: value}
+        spec = CompressionSpec(f"{label}-{level:g}", entry["method"], tuple(sorted(options.items())))
+        out.append(_checked(spec, f"{where} ({param}={value})"))
     return out
 
 
+def _calibration(value: Any, source: str) -> tuple[tuple[str, Any], ...]:
+    """The calibration keys as given (the run id hashes them), checked against CalibrationConfig."""
+    import dataclasses
+    import difflib
+
+    from surefast.compress.calibration_data import CalibrationConfig
+
+    where = _where(source, "calibration")
+    if not isinstance(value, dict):
+        raise SurefastError(f"{where}: expected a mapping such as {{n_samples: 32, seq_len: 256}}, got {value!r}")
+    fields = sorted(f.name for f in dataclasses.fields(CalibrationConfig))
+    for key in value:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            raise SurefastError(
+                f"{where}: unknown key {key!r}",
+                f"did you mean {close[0]!r}?" if close else f"keys: {', '.join(fields)}",
+            )
+    try:
+        config = CalibrationConfig(**value)
+    except SurefastError as exc:
+        raise SurefastError(f"{where}: {exc.message}", exc.hint) from None
+    src = config.source
+    if _missing(src):
+        raise SurefastError(
+            f"{where}: source: no such file or folder: {src}",
+            "use stdlib (the offline default), a .txt/.jsonl path or folder, or hf:NAME",
+        )
+    return tuple(sorted(value.items()))
+
+
 def plan_from_dict(data: dict[str, Any], source: str = "") -> StudyPlan:
-    known = {"name", "models", "compressions", "sweeps", "tasks", "strategies", "n", "seed", "shots", "chat",
-             "score_fns", "alphas", "splits", "data", "calibration", "dtype", "batch_tokens"}  # fmt: skip
+    """Read and check the whole plan: every key's type and range, every compression's config,
+    the calibration and the model specs, so a bad plan stops here in one line naming the key,
+    before any model loads or any job runs."""
     for key in data:
-        if key not in known:
+        if key not in KNOWN_KEYS:
             import difflib
 
-            close = difflib.get_close_matches(key, sorted(known), n=1)
+            close = difflib.get_close_matches(str(key), sorted(KNOWN_KEYS), n=1)
             raise SurefastError(f"{_where(source, key)}: unknown key", f"did you mean {close[0]!r}?" if close else None)
     models = data.get("models")
     if not models or not isinstance(models, list):
         raise SurefastError(f"{_where(source, 'models')}: give a non-empty list of model specs")
-    comps = [_compression(e, source, i) for i, e in enumerate(data.get("compressions") or [DENSE])]
-    for i, sweep in enumerate(data.get("sweeps") or []):
+    for i, model in enumerate(models):
+        if not isinstance(model, str) or not model.strip():
+            raise SurefastError(
+                f"{_where(source, f'models[{i}]')}: expected a model spec such as smollm2-135m-instruct, got {model!r}"
+            )
+    if len(set(models)) != len(models):  # one job per (model, compression): twice would share its parts
+        dup = sorted({m for m in models if models.count(m) > 1})
+        raise SurefastError(f"{_where(source, 'models')}: listed twice: {', '.join(dup)}")
+    entries, sweeps = _get(data, "compressions", [DENSE]), _get(data, "sweeps", [])
+    for key, value in (("compressions", entries), ("sweeps", sweeps)):
+        if not isinstance(value, list):
+            raise SurefastError(f"{_where(source, key)}: expected a list, got {value!r}")
+    comps = [_compression(e, source, i) for i, e in enumerate(entries or [DENSE])]
+    for i, sweep in enumerate(sweeps):
         comps += _sweep(sweep, source, i)
     if not any(c.is_dense for c in comps):
         comps.insert(0, CompressionSpec(DENSE, None))  # deltas need the baseline
@@ -146,20 +306,44 @@ def plan_from_dict(data: dict[str, Any], source: str = "") -> StudyPlan:
         dup = sorted({x for x in labels if labels.count(x) > 1})
         raise SurefastError(f"{_where(source, 'compressions')}: duplicate labels {dup}", "give each a distinct label")
     defaults = BenchConfig()
-    bench = BenchConfig(
+    fields: dict[str, Any] = dict(
         tasks=_list(data.get("tasks"), TASKS, "tasks", source),
         strategies=_list(data.get("strategies"), STRATEGIES, "strategies", source),
-        n=int(data.get("n", defaults.n)), seed=int(data.get("seed", defaults.seed)),
-        n_shots=None if data.get("shots") is None else int(data["shots"]), chat=data.get("chat"),
-        score_fns=tuple(data.get("score_fns", defaults.score_fns)),
-        alphas=tuple(float(a) for a in data.get("alphas", defaults.alphas)),
-        n_splits=int(data.get("splits", defaults.n_splits)), data=data.get("data"),
-        batch_tokens=int(data.get("batch_tokens", defaults.batch_tokens)),
-    )  # fmt: skip
-    calibration = tuple(sorted((data.get("calibration") or {}).items()))
-    name = str(data.get("name") or (Path(source).stem if source else "study"))
-    return StudyPlan(name, tuple(str(m) for m in models), tuple(comps), bench, calibration,
-                     str(data.get("dtype", "bf16")), source)  # fmt: skip
+        n=_get(data, "n", defaults.n),
+        seed=_get(data, "seed", defaults.seed),
+        n_shots=data.get("shots"),
+        chat=data.get("chat"),
+        score_fns=_names(_get(data, "score_fns", list(defaults.score_fns)), "score_fns", source),
+        alphas=_numbers(_get(data, "alphas", list(defaults.alphas)), "alphas", source),
+        n_splits=_get(data, "splits", defaults.n_splits),
+        n_boot=_get(data, "bootstrap", defaults.n_boot),
+        data=data.get("data"),
+        batch_tokens=_get(data, "batch_tokens", defaults.batch_tokens),
+        skip_malformed=_get(data, "skip_malformed", defaults.skip_malformed),
+    )
+    try:  # BenchConfig checks the types and ranges; its messages start with the plan key
+        bench = BenchConfig(**fields)
+    except SurefastError as exc:
+        raise SurefastError(_where(source, exc.message), exc.hint) from None
+    if bench.data and _missing(bench.data):
+        raise SurefastError(
+            f"{_where(source, 'data')}: no such file or folder: {bench.data}",
+            "a data folder in the documented layout (docs/tasks.md)",
+        )
+    calibration = _calibration(_get(data, "calibration", {}), source)
+    dtype = _get(data, "dtype", "bf16")
+    if dtype not in DTYPES:
+        raise SurefastError(f"{_where(source, 'dtype')}: unknown dtype {dtype!r}", f"choose from {', '.join(DTYPES)}")
+    name = data.get("name")
+    if name is not None and not (isinstance(name, str) or _is_number(name)):
+        raise SurefastError(f"{_where(source, 'name')}: expected text, got {name!r}")
+    for i, model in enumerate(models):  # last: a spec error reads best once the rest is known good
+        try:
+            parse_spec(model)
+        except SurefastError as exc:
+            raise SurefastError(f"{_where(source, f'models[{i}]')}: {exc.message}", exc.hint) from None
+    name = str(name or (Path(source).stem if source else "study"))
+    return StudyPlan(name, tuple(models), tuple(comps), bench, calibration, dtype, source)
 
 
 def load_plan(path: Path | str, overrides: dict[str, Any] | None = None) -> StudyPlan:

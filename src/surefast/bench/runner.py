@@ -9,6 +9,9 @@ parts are skipped and scored logits come back from the cache.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -43,28 +46,77 @@ class BenchConfig:
     alphas: tuple[float, ...] = (0.1,)
     n_splits: int = 100
     cal_fraction: float = 0.5
+    n_boot: int = 200  # item-bootstrap replicates behind every interval (surefast.conformal.bootstrap); 0: none
     data: str | None = None  # a folder in the ../shared/data layout; None: each task's default source
     batch_tokens: int = 4096
     skip_malformed: bool = False
 
     def __post_init__(self) -> None:
-        for task in self.tasks:
-            if task not in TASKS:
-                raise SurefastError(f"unknown task {task!r}", f"choose from {', '.join(TASKS)}")
-        for strategy in self.strategies:
-            if strategy not in STRATEGIES:
-                raise SurefastError(f"unknown prompt strategy {strategy!r}", f"choose from {', '.join(STRATEGIES)}")
-        if self.n < 10:
-            raise SurefastError(f"--n {self.n} is too small for a calibration/test split", "use at least 10 items")
-        # Checked here, before any model runs, rather than after the first unit is scored.
+        # Everything is checked here, before any model loads: `bench run` and study plans both
+        # build this config first (a bad alpha or score name used to surface after the first
+        # unit was scored, a bad type as a traceback). Messages name the study-plan key, which
+        # is also the flag's name (`splits` is --splits, `score_fns` is --score-fns).
+        from surefast.conformal import get_score
         from surefast.conformal.calibrate import min_calibration_size
 
-        n_cal = int(np.floor(self.cal_fraction * self.n + 1e-9))
-        need = max((min_calibration_size(a) for a in self.alphas if 0.0 < a < 1.0), default=1)
+        def whole(key: str, value: object, least: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise SurefastError(f"{key}: expected a whole number, got {value!r}")
+            if value < least:
+                raise SurefastError(f"{key}: must be at least {least}, got {value}")
+
+        lists = (
+            ("tasks", self.tasks),
+            ("strategies", self.strategies),
+            ("score_fns", self.score_fns),
+            ("alphas", self.alphas),
+        )
+        for key, values in lists:  # a bare string would be read letter by letter
+            if isinstance(values, str) or not isinstance(values, tuple | list) or not values:
+                raise SurefastError(f"{key}: expected a non-empty list, got {values!r}")
+        for task in self.tasks:
+            if task not in TASKS:
+                raise SurefastError(f"tasks: unknown task {task!r}", f"choose from {', '.join(TASKS)}")
+        for strategy in self.strategies:
+            if strategy not in STRATEGIES:
+                raise SurefastError(
+                    f"strategies: unknown prompt strategy {strategy!r}", f"choose from {', '.join(STRATEGIES)}"
+                )
+        whole("n", self.n, 1)
+        whole("seed", self.seed, 0)  # numpy's split generator refuses a negative seed
+        if self.n_shots is not None:
+            whole("shots", self.n_shots, 0)
+        whole("splits", self.n_splits, 1)
+        whole("bootstrap", self.n_boot, 0)
+        whole("batch_tokens", self.batch_tokens, 1)
+        if self.chat is not None and not isinstance(self.chat, bool):
+            raise SurefastError(f"chat: expected true or false (or nothing: the tokenizer decides), got {self.chat!r}")
+        if not isinstance(self.skip_malformed, bool):
+            raise SurefastError(f"skip_malformed: expected true or false, got {self.skip_malformed!r}")
+        if self.data is not None and not isinstance(self.data, str):
+            raise SurefastError(f"data: expected a folder or file name, got {self.data!r}")
+        for name in self.score_fns:
+            try:
+                get_score(name)
+            except SurefastError as exc:
+                raise SurefastError(f"score_fns: {exc.message}", exc.hint) from None
+        for alpha in self.alphas:
+            if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 < alpha < 1.0:  # NaN too
+                raise SurefastError(
+                    f"alphas: {alpha!r} is not an error rate in (0, 1)",
+                    "e.g. 0.1: sets that hold the right answer 90% of the time",
+                )
+        frac = self.cal_fraction
+        if isinstance(frac, bool) or not isinstance(frac, numbers.Real) or not 0.0 < frac < 1.0:
+            raise SurefastError(f"cal_fraction: {frac!r} is not a share in (0, 1)", "the default is 0.5")
+        if self.n < 10:
+            raise SurefastError(f"n: {self.n} items are too few for a calibration/test split", "use at least 10 items")
+        n_cal = int(np.floor(frac * self.n + 1e-9))
+        need = max(min_calibration_size(a) for a in self.alphas)
         if n_cal < need:
             raise SurefastError(
-                f"--n {self.n} leaves {n_cal} calibration items; alpha={min(self.alphas):g} needs at least {need}",
-                f"use at least {int(np.ceil(need / self.cal_fraction))} items or a larger alpha",
+                f"n: {self.n} items leave {n_cal} for calibration; alpha={min(self.alphas):g} needs at least {need}",
+                f"use at least {int(np.ceil(need / frac))} items or a larger alpha",
             )
 
 
@@ -78,6 +130,8 @@ class UnitResult:
     seconds: float
     accuracy: float
     skipped: bool = False
+    too_long: int = 0  # items left out: they do not fit the model's context even without their own context
+    malformed: int = 0  # rows of the task's source skipped as malformed (skip_malformed)
 
 
 def task_config(config: BenchConfig, task: str) -> Any:
@@ -104,9 +158,29 @@ def run_unit(loaded: LoadedModel, task_data: Any, task: str, strategy: str, conf
     result = score_items(loaded.model, loaded.tokenizer, prompt, task_data.items,
                          config=ScoringConfig(batch_tokens=config.batch_tokens), cache_key=key,
                          progress=(lambda done, total: progress(label, done, total)) if progress else None)  # fmt: skip
-    rows = conformal.evaluate(result.probs(), result.labels, score_fns=config.score_fns, alphas=config.alphas,
-                              n_splits=config.n_splits, cal_fraction=config.cal_fraction, seed=config.seed)  # fmt: skip
-    return result, rows
+    # From the logits, not the float32-rounded probabilities: a confident model's non-top options
+    # are told apart by probabilities far below float32 precision (surefast.conformal.scores).
+    rows = conformal.evaluate(
+        result.logits,
+        result.labels,
+        from_logits=True,
+        score_fns=config.score_fns,
+        alphas=config.alphas,
+        n_splits=config.n_splits,
+        cal_fraction=config.cal_fraction,
+        seed=config.seed,
+        n_boot=config.n_boot,
+    )
+    fp = protocol(result.uids, task_data.fingerprint, config)
+    return result, [{**row, "protocol": fp} for row in rows]
+
+
+def protocol(uids: Any, data_fingerprint: str, config: BenchConfig) -> str:
+    """What two units must share for their per-split (and per-replicate) values to pair: the
+    scored items in their order, the seed and the split and bootstrap settings (16 hex chars)."""
+    settings = {"seed": config.seed, "splits": config.n_splits, "cal_fraction": config.cal_fraction}
+    blob = json.dumps({"uids": list(uids), "data": data_fingerprint, "bootstrap": config.n_boot, **settings})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def run_bench(
@@ -120,25 +194,51 @@ def run_bench(
     progress: UnitProgress | None = None,
 ) -> list[UnitResult]:
     """Run every (task, strategy) unit not yet stored in ``run``; return one result per unit."""
+    from dataclasses import replace
+
     from surefast.data import load_task
+    from surefast.data.load import fingerprint
+    from surefast.scoring.batching import ItemsTooLong
 
     name = model_name or loaded.spec.raw
     results = []
     for task in config.tasks:
         task_data = load_task(task, task_config(config, task))
+        malformed = task_data.stats.malformed_skipped
         for strategy in config.strategies:
             part = part_name(name, compression, task, strategy)
             if run.has_part(part):
-                results.append(UnitResult(task, strategy, len(task_data.items), 0, len(task_data.items), 0.0,
-                                          float("nan"), skipped=True))  # fmt: skip
+                n_items = len(task_data.items)
+                skipped = UnitResult(task, strategy, n_items, 0, n_items, 0.0, float("nan"), True, malformed=malformed)
+                results.append(skipped)
                 continue
             start = time.perf_counter()
-            scored, rows = run_unit(loaded, task_data, task, strategy, config, compression_fp, progress)
+            too_long: tuple[str, ...] = ()
+            try:
+                scored, rows = run_unit(loaded, task_data, task, strategy, config, compression_fp, progress)
+            except ItemsTooLong as exc:
+                # Left out, not cut: these do not fit even with their own context removed. Which
+                # ones depends only on the items, the tokenizer, the prompt and the model's
+                # context, never on its weights, so every compression of a model leaves out the
+                # same items (conformal comparisons need the same items). Their uids go into
+                # run.json; the unit's data fingerprint becomes that of the items kept, so the
+                # score cache and the protocol hash both see the items actually scored.
+                too_long = exc.uids
+                if len(too_long) == len(task_data.items):
+                    raise
+                left_out = set(too_long)
+                items = [item for item in task_data.items if item.uid not in left_out]
+                kept = replace(task_data, items=items, fingerprint=fingerprint(task, items, task_data.demos))
+                scored, rows = run_unit(loaded, kept, task, strategy, config, compression_fp, progress)
+                with run.editing_meta() as meta:
+                    meta.setdefault("too_long", {})[part] = sorted(too_long)
             common = {"model": name, "model_fp": loaded.fingerprint, "compression": compression,
                       "compression_fp": compression_fp, "task": task, "strategy": strategy}  # fmt: skip
             run.write_part(part, [{**common, **row} for row in rows])
-            results.append(UnitResult(task, strategy, len(scored.labels), scored.shortened, scored.n_cached,
-                                      time.perf_counter() - start, scored.accuracy))  # fmt: skip
+            n_scored, seconds = len(scored.labels), time.perf_counter() - start
+            unit = UnitResult(task, strategy, n_scored, scored.shortened, scored.n_cached, seconds, scored.accuracy)
+            unit.too_long, unit.malformed = len(too_long), malformed
+            results.append(unit)
     return results
 
 
@@ -164,11 +264,12 @@ def summary(store: Store, run_id: str, alpha: float | None = None) -> list[dict[
           SELECT model, compression, task, split, metric, avg(value) AS v
           FROM results WHERE run_id = $run AND abs(alpha - $alpha) < 1e-9
             AND metric IN ('accuracy', 'coverage', 'mean_set_size', 'uacc')
+            AND coalesce(resampling, 'splits') = 'splits'  -- bootstrap replicates give intervals, not means
           GROUP BY ALL)
         SELECT model, compression, task, metric, avg(v) AS mean, coalesce(stddev_samp(v), 0) AS std
         FROM per_split GROUP BY ALL ORDER BY model, compression, task, metric
         """,
-        run=run.run_id, alpha=a,
+        runs=[run.run_id], run=run.run_id, alpha=a,
     ).fetchall()  # fmt: skip
     table: dict[tuple[str, str, str], dict[str, Any]] = {}
     for model, compression, task, metric, mean, std in per_task:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -42,12 +43,12 @@ def _fmt(value: Any, pct: bool = False) -> str:
 
 
 def print_summary(rows: list[dict[str, Any]], title: str) -> None:
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for col in ("model", "compression", "task", "Acc%", "Cov%", "SS", "UAcc%"):
         table.add_column(col, justify="left" if col.islower() else "right", no_wrap=True)
     for r in rows:
         style = "bold" if r["task"] == "avg" else None
-        table.add_row(r["model"], r["compression"], r["task"], _fmt(r.get("accuracy"), True), _fmt(r.get("coverage"), True),
+        table.add_row(escape(r["model"]), escape(r["compression"]), escape(r["task"]), _fmt(r.get("accuracy"), True), _fmt(r.get("coverage"), True),
                       _fmt(r.get("mean_set_size")), _fmt(r.get("uacc"), True), style=style)  # fmt: skip
     console.print(table)
     console.print("[dim]means over prompt strategies, LAC/APS and random calibration/test splits; "
@@ -71,14 +72,24 @@ def run(
     alphas: Annotated[str, typer.Option(help="comma list of error rates")] = ",".join(map(str, DEFAULTS.alphas)),
     splits: Annotated[int, typer.Option(help="random calibration/test splits")] = DEFAULTS.n_splits,
     data: Annotated[str | None, typer.Option(help="folder with task files in the documented layout")] = None,
+    skip_malformed: Annotated[
+        bool, typer.Option("--skip-malformed", help="skip and count rows of the task files that cannot become items")
+    ] = DEFAULTS.skip_malformed,
     dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32")] = "bf16",
     store: Annotated[Path | None, typer.Option(help="results store folder (default $SUREFAST_HOME/results)")] = None,
 ) -> None:
     """Score a model on the tasks under each prompt strategy and print accuracy, coverage, set size."""
+    # Every flag is checked here, before the model loads (BenchConfig checks ranges and score names).
+    try:
+        alpha_values = tuple(float(a) for a in alphas.split(","))
+    except ValueError:
+        raise SurefastError(
+            f"--alphas {alphas!r} is not a comma list of numbers", "give error rates such as 0.1 or 0.05,0.1"
+        ) from None
     config = BenchConfig(
         tasks=_split_list(tasks, TASKS, "--tasks"), strategies=_split_list(strategies, STRATEGIES, "--strategies"),
-        n=n, seed=seed, n_shots=shots, chat=chat, score_fns=tuple(s.strip() for s in score_fns.split(",")),
-        alphas=tuple(float(a) for a in alphas.split(",")), n_splits=splits, data=data,
+        n=n, seed=seed, n_shots=shots, chat=chat, score_fns=tuple(s.strip() for s in score_fns.split(",") if s.strip()),
+        alphas=alpha_values, n_splits=splits, data=data, skip_malformed=skip_malformed,
     )  # fmt: skip
     spec = parse_spec(model)
     with progress_bar() as progress:
@@ -99,23 +110,43 @@ def run(
         TimeRemainingColumn(),
     )
     start = time.perf_counter()
-    with Progress(*columns, console=console, transient=True) as bar:
-        handle = bar.add_task("scoring", total=est.items)
-        state: dict[str, Any] = {"label": None, "base": 0, "total": 0}
+    try:
+        with Progress(*columns, console=console, transient=True) as bar:
+            handle = bar.add_task("scoring", total=est.items)
+            state: dict[str, Any] = {"label": None, "base": 0, "total": 0}
 
-        def update(label: str, done: int, total: int) -> None:
-            if label != state["label"]:  # a new unit: the previous one's items are all done
-                state.update(label=label, base=state["base"] + state["total"], total=total)
-            bar.update(handle, completed=state["base"] + done, description=f"scoring {label}")
+            def update(label: str, done: int, total: int) -> None:
+                if label != state["label"]:  # a new unit: the previous one's items are all done
+                    state.update(label=label, base=state["base"] + state["total"], total=total)
+                bar.update(handle, completed=state["base"] + done, description=f"scoring {label}")
 
-        units = run_bench(loaded, config, bench_run, progress=update)
+            units = run_bench(loaded, config, bench_run, progress=update)
+    except KeyboardInterrupt:  # the run is over: it must not read "running" for ever
+        bench_run.update_meta(status="interrupted", seconds=time.perf_counter() - start)
+        raise
+    except Exception as exc:  # a SurefastError or a bug: either way, say so in run.json
+        error = str(exc) if isinstance(exc, SurefastError) else repr(exc)
+        bench_run.update_meta(status="failed", seconds=time.perf_counter() - start, error=error)
+        raise
     bench_run.update_meta(status="done", seconds=time.perf_counter() - start,
                           units=[u.__dict__ for u in units])  # fmt: skip
     shortened = sum(u.shortened for u in units)
     if shortened:
         console.print(f"[yellow]{shortened} items had their own context shortened to fit the model[/]")
+    malformed = {u.task: u.malformed for u in units if u.malformed}
+    if malformed:
+        console.print(
+            f"[yellow]skipped {sum(malformed.values())} malformed rows "
+            f"({', '.join(f'{t}: {k}' for t, k in malformed.items())})[/]"
+        )
+    too_long = [f"{u.task}/{u.strategy}: {u.too_long}" for u in units if u.too_long]
+    if too_long:
+        console.print(
+            f"[yellow]left out items longer than the model's context even without their own context "
+            f"({', '.join(too_long)}; their uids are in run.json)[/]"
+        )
     print_summary(summary(results_store, bench_run.run_id), f"run {bench_run.run_id}")
-    console.print(f"stored in {bench_run.folder}  (surefast bench show {bench_run.run_id})")
+    console.print(f"stored in {bench_run.folder}  (surefast bench show {bench_run.run_id})", markup=False)
 
 
 @app.command()
@@ -127,7 +158,15 @@ def show(
     """Print a stored run's summary table again (from the store; no model runs)."""
     results_store = Store(store)
     run_obj = results_store.run(run_id)
-    print_summary(summary(results_store, run_obj.run_id, alpha), f"run {run_obj.run_id}")
+    rows = summary(results_store, run_obj.run_id, alpha)
+    if not rows:  # an empty table with exit 0 would read as "nothing to report"
+        meta = run_obj.read_meta()
+        status, error = meta.get("status", "unknown"), meta.get("error")
+        raise SurefastError(
+            f"run {run_obj.run_id} has no results (status: {status}{f'; error: {error}' if error else ''})",
+            "run its command again (it resumes)" if status != "running" else "it may still be running elsewhere",
+        )
+    print_summary(rows, f"run {run_obj.run_id}")
 
 
 @app.command()
@@ -143,7 +182,9 @@ def export(
     if rows:
         if out.suffix != ".csv":
             raise SurefastError("--rows writes CSV", "give --out FILE.csv")
-        rel = results_store.query("SELECT * FROM results WHERE run_id = $run ORDER BY ALL", run=run_obj.run_id)
+        rel = results_store.query(
+            "SELECT * FROM results WHERE run_id = $run ORDER BY ALL", runs=[run_obj.run_id], run=run_obj.run_id
+        )
         header = [d[0] for d in rel.description]
         data = rel.fetchall()
     else:
@@ -161,7 +202,7 @@ def export(
         out.write_text("\n".join(lines) + "\n")
     else:
         raise SurefastError(f"unknown export format {out.suffix!r}", "use a .csv or .md file name")
-    console.print(f"wrote {len(data)} rows to {out}")
+    console.print(f"wrote {len(data)} rows to {out}", markup=False)
 
 
 @app.command()
@@ -175,17 +216,29 @@ def prompt(
     shots: Annotated[int | None, typer.Option(help="few-shot demos (default: the reference count)")] = None,
     chat: Annotated[bool | None, typer.Option("--chat/--no-chat")] = None,
     data: Annotated[str | None, typer.Option(help="folder with task files")] = None,
+    skip_malformed: Annotated[
+        bool, typer.Option("--skip-malformed", help="skip rows that cannot become items")
+    ] = False,
 ) -> None:
     """Print exactly what the model sees for one item (then, dimmed, its right answer)."""
-    from surefast.bench.runner import task_config
-    from surefast.data import LETTERS, load_task
+    from surefast.data import LETTERS, TaskConfig, load_task
     from surefast.prompts import PromptConfig, render_for_display
 
-    config = BenchConfig(tasks=(_split_list(task, TASKS, "--task")[0],), strategies=(strategy,), n=n, seed=seed,
-                         n_shots=shots, chat=chat, data=data)  # fmt: skip
+    # Only what showing a prompt needs is checked: no BenchConfig, whose conformal checks (enough
+    # calibration items for alpha) have nothing to do with one item's text.
+    for flag, value, allowed in (("--task", task, TASKS), ("--strategy", strategy, STRATEGIES)):
+        if value not in allowed:
+            raise SurefastError(f"{flag}: unknown value {value!r}", f"choose from {', '.join(allowed)}")
+    tconfig = TaskConfig(
+        n=n, seed=seed, n_demos=shots, skip_malformed=skip_malformed, source=None if data is None else str(Path(data))
+    )
+    if not 0 <= item < n:
+        raise SurefastError(
+            f"--item {item} is outside 0..{n - 1} (--n {n} items)",
+            "items are numbered from 0 in sampling order; raise --n for a later one",
+        )
     spec = parse_spec(model)
     tokenizer = _tokenizer_only(spec) if spec.kind != "tiny" else load_model(spec).tokenizer
-    tconfig = task_config(config, task)
     text = render_for_display(task, strategy, item, tokenizer, tconfig, PromptConfig(n_shots=shots, chat=chat))
     sys.stdout.write(text + "\n")
     answer = LETTERS[load_task(task, tconfig).items[item].label]

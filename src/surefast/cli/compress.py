@@ -65,5 +65,7 @@ def compress(
     with Status(f"compressing {model} with {method}", console=console) as status:
         result = compress_model(model, config, calib, out,
                                 progress=lambda text: status.update(text), dtype=dtype)  # fmt: skip
-    console.print(f"{config.method}: {result.seconds:.1f} s, fingerprint {result.fingerprint}; saved to {out}")
-    console.print(f"evaluate it with: surefast bench run --model {out}")
+    console.print(
+        f"{config.method}: {result.seconds:.1f} s, fingerprint {result.fingerprint}; saved to {out}", markup=False
+    )
+    console.print(f"evaluate it with: surefast bench run --model {out}", markup=False)

@@ -25,4 +25,4 @@ def report(
     ids = [results.run(r).run_id for r in (runs or ["latest"])]
     folder = out or default_report_dir(results, ids[0])
     path = build_report(results, ids, folder, title=title)
-    console.print(f"report: {path.resolve()}  (Markdown beside it)")
+    console.print(f"report: {path.resolve()}  (Markdown beside it)", markup=False)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -16,6 +17,7 @@ from surefast.bench.plan import CompressionSpec, StudyPlan, load_plan
 from surefast.bench.runner import Estimate
 from surefast.bench.store import Run, Store
 from surefast.bench.study import JobOutcome, job_done, run_study_local, run_study_ray
+from surefast.errors import SurefastError
 
 app = typer.Typer(help="Compression studies: models x compression configs x tasks, analysed and reported.",
                   no_args_is_help=True)  # fmt: skip
@@ -24,6 +26,22 @@ console = Console()
 
 def _plan(path: Path, n: int | None, data: str | None) -> StudyPlan:
     return load_plan(path, {"n": n, "data": data})
+
+
+def load_tasks(plan: StudyPlan) -> dict[str, int]:
+    """Load every task of the plan once, before any job (each job loads them again, from this
+    process's parse cache when local): returns the malformed rows skipped per task."""
+    from surefast.bench.runner import task_config
+    from surefast.data import load_task
+
+    return {task: load_task(task, task_config(plan.bench, task)).stats.malformed_skipped for task in plan.bench.tasks}
+
+
+def _mark_stopped(store: Store, plan: StudyPlan, status: str, error: str | None = None) -> None:
+    """Record in run.json that this process stopped the study (a rerun sets it running again)."""
+    run = Run(store.root, plan.run_id)
+    if (run.folder / "run.json").is_file():
+        run.update_meta(status=status, stopped=time.time(), **({"error": error} if error else {}))
 
 
 def estimate_jobs(plan: StudyPlan) -> dict[str, Estimate]:
@@ -53,8 +71,8 @@ def job_seconds(plan: StudyPlan, comp: CompressionSpec, est: Estimate) -> tuple[
 
 
 def print_cells(plan: StudyPlan, run: Run | None, estimates: dict[str, Estimate] | None) -> None:
-    table = Table(title=f"study {plan.name} ({plan.run_id}): {len(plan.jobs())} jobs x "
-                        f"{len(plan.bench.tasks)} tasks x {len(plan.bench.strategies)} strategies, n={plan.bench.n}")  # fmt: skip
+    shape = f"{len(plan.jobs())} jobs x {len(plan.bench.tasks)} tasks x {len(plan.bench.strategies)} strategies"
+    table = Table(title=escape(f"study {plan.name} ({plan.run_id}): {shape}, n={plan.bench.n}"))
     for col in ("model", "compression", "method options", "est. scoring + compression", "status"):
         table.add_column(col)
     total = [0.0, 0.0]
@@ -66,7 +84,7 @@ def print_cells(plan: StudyPlan, run: Run | None, estimates: dict[str, Estimate]
             score_s, compress_s = job_seconds(plan, comp, estimates[model])
             total[0], total[1] = total[0] + score_s, total[1] + compress_s
             cost = f"{score_s / 60:.1f} + {compress_s / 60:.1f} min"
-        table.add_row(model, comp.label, f"{comp.method or ''} {options}".strip(), cost,
+        table.add_row(escape(model), escape(comp.label), escape(f"{comp.method or ''} {options}".strip()), cost,
                       "[green]done[/]" if done else "to do")  # fmt: skip
     console.print(table)
     if estimates is not None:
@@ -107,38 +125,59 @@ def run_cmd(
     """Run every (model, compression) job of a plan, then write the report. Safe to kill and rerun."""
     from surefast.bench.report import build_report, default_report_dir
 
-    plan = _plan(path, n, data)
+    plan = _plan(path, n, data)  # the whole plan is checked here, before anything runs
+    if executor not in ("local", "ray"):
+        raise SurefastError(f"unknown executor {executor!r}", "choose local or ray")
+    malformed = load_tasks(plan)  # a missing source or a malformed row stops the study here, not in a job
     results = Store(store)
     existing = Run(results.root, plan.run_id) if plan.run_id in results.runs() else None
     print_cells(plan, existing, estimate_jobs(plan) if estimate else None)
+    if any(malformed.values()):
+        console.print(
+            f"[yellow]skipped {sum(malformed.values())} malformed rows "
+            f"({', '.join(f'{t}: {k}' for t, k in malformed.items() if k)})[/]"
+        )
     command = " ".join(["surefast", *sys.argv[1:]])
     start = time.perf_counter()
 
     def on_job(outcome: JobOutcome) -> None:
         what = "already done" if outcome.skipped else f"{outcome.seconds / 60:.1f} min"
         extra = f" (compression {outcome.compression_seconds:.0f} s)" if outcome.compression_seconds else ""
-        console.print(f"[green]✓[/] {outcome.model} / {outcome.compression}: {what}{extra}")
+        console.print(f"[green]✓[/] {escape(outcome.model)} / {escape(outcome.compression)}: {what}{extra}")
 
-    if executor == "ray":
-        run = run_study_ray(plan, results, command, ray_address, gpus_per_job, on_job)
-    elif executor == "local":
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True) as bar:
-            job = bar.add_task("starting", total=None)
-            unit = bar.add_task("", total=None)
+    try:
+        if executor == "ray":
+            run = run_study_ray(plan, results, command, ray_address, gpus_per_job, on_job)
+        else:
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=console, transient=True) as bar:
+                job = bar.add_task("starting", total=None)
+                unit = bar.add_task("", total=None)
 
-            def status(text: str) -> None:
-                bar.update(job, description=text)
+                def status(text: str) -> None:
+                    bar.update(job, description=text)
 
-            def progress(label: str, done: int, total: int) -> None:
-                bar.update(unit, description=f"  {label}", completed=done, total=total)
+                def progress(label: str, done: int, total: int) -> None:
+                    bar.update(unit, description=f"  {label}", completed=done, total=total)
 
-            run = run_study_local(plan, results, command, progress, status, on_job)
-    else:
-        from surefast.errors import SurefastError
-
-        raise SurefastError(f"unknown executor {executor!r}", "choose local or ray")
-    console.print(f"study finished in {(time.perf_counter() - start) / 60:.1f} min; results in {run.folder}")
+                run = run_study_local(plan, results, command, progress, status, on_job)
+    except KeyboardInterrupt:  # a stopped study must not read "running" until it is run again
+        _mark_stopped(results, plan, "interrupted")
+        raise
+    except Exception as exc:  # a SurefastError or a bug: either way, say so in run.json
+        _mark_stopped(results, plan, "failed", str(exc) if isinstance(exc, SurefastError) else repr(exc))
+        raise
+    minutes = (time.perf_counter() - start) / 60
+    console.print(f"study finished in {minutes:.1f} min; results in {run.folder}", markup=False)
+    too_long = ", ".join(f"{part}: {len(uids)}" for part, uids in run.read_meta().get("too_long", {}).items())
+    if too_long:  # part names hold labels from the plan: printed as plain text, not markup
+        console.print(
+            f"left out items longer than the model's context even without their own context ({too_long}; "
+            "their uids are in run.json)",
+            style="yellow",
+            markup=False,
+            highlight=False,
+        )
     folder = report_dir or default_report_dir(results, run.run_id)
     html = build_report(results, [run.run_id], folder, title=f"surefast study: {plan.name}")
-    console.print(f"[bold]report:[/] {html.resolve()}")
+    console.print(f"[bold]report:[/] {escape(str(html.resolve()))}")

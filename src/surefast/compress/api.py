@@ -28,7 +28,10 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import numbers
 import time
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -187,7 +190,35 @@ def make_config(name: str, **overrides: Any) -> CompressionConfig:
                 f"did you mean {close[0]!r}?" if close else f"{name} takes {', '.join(sorted(fields)) or 'no options'}"
             )
             raise SurefastError(f"{name} has no option {key!r}", hint)
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):  # a plugin's annotations that do not resolve: its own checks only
+        hints = {}
+    for key, value in given.items():
+        if key in hints:
+            _check_option(name, key, value, hints[key])
     return cls(**given)
+
+
+_KINDS: dict[type, tuple[str, Callable[[Any], bool]]] = {
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    int: ("a whole number", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
+    str: ("text", lambda v: isinstance(v, str)),
+}
+
+
+def _check_option(method: str, key: str, value: Any, annotation: Any) -> None:
+    """Refuse an option of the wrong type by name, before any model loads, instead of a
+    ValueError deep in a method (``bits="four"``) or a quietly odd run (``bits=4.5``;
+    ``symmetric="no"``, which is truthy). Fields of other types (tuples, say) are not checked."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    kinds = [k for k in (typing.get_args(annotation) if union else (annotation,)) if k is not type(None)]
+    if not kinds or any(k not in _KINDS for k in kinds) or any(_KINDS[k][1](value) for k in kinds):
+        return
+    wanted = " or ".join(_KINDS[k][0] for k in kinds)
+    hint = "in a YAML plan, put it in quotes (YAML reads an unquoted 2:4 as the number 124)" if str in kinds else None
+    raise SurefastError(f"{method} option {key} expects {wanted}, got {value!r}", hint)
 
 
 def config_from_dict(data: dict[str, Any]) -> CompressionConfig:

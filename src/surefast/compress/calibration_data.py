@@ -56,6 +56,22 @@ class CalibrationConfig:
     split: str = "train"  # hub datasets only
     text_field: str = "text"  # JSONL and hub datasets
 
+    def __post_init__(self) -> None:
+        # Checked when the config is made, before any model loads: n_samples=-4 used to take
+        # randperm(...)[:-4] (every window but four) and seq_len=0 divided by zero mid-compression.
+        for key in ("n_samples", "seq_len"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SurefastError(
+                    f"{key}: expected a whole number of at least 1, got {value!r}",
+                    "the default is 32 sequences of 256 tokens",
+                )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise SurefastError(f"seed: expected a whole number, got {self.seed!r}")
+        for key in ("source", "split", "text_field"):
+            if not isinstance(getattr(self, key), str):
+                raise SurefastError(f"{key}: expected text, got {getattr(self, key)!r}")
+
     def fingerprint(self, tokenizer: Any = None) -> str:
         vocab = getattr(tokenizer, "vocab_size", None)
         name = getattr(tokenizer, "name_or_path", "")

@@ -164,7 +164,8 @@ def read_raws(spec: TaskSpec, source: ResolvedSource, skip_malformed: bool) -> t
             if not skip_malformed:
                 raise SurefastError(
                     f"malformed {spec.name} row at {record.where}: {exc}",
-                    "fix or delete that row, or pass skip_malformed=True (--skip-malformed) to skip and count bad rows",
+                    "fix or delete that row, or skip and count bad rows: --skip-malformed (bench run, bench prompt), "
+                    "skip_malformed: true (study plan), TaskConfig(skip_malformed=True)",
                 ) from exc
             malformed += 1
             if len(examples) < MAX_EXAMPLES:

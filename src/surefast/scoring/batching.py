@@ -9,7 +9,8 @@ prompt and caching only the token prefix all items share (:func:`common_token_pr
 
 An item longer than ``max_length`` gets its *own* context shortened: tokens are dropped from the
 end of the context, its beginning is kept and ``" ..."`` marks the cut; the instruction and
-demos (the prefix) are never cut. If even an empty context does not fit, SurefastError.
+demos (the prefix) are never cut. If even an empty context does not fit, :class:`ItemsTooLong`
+(a SurefastError naming every such item: the benchmark leaves them out and counts them).
 """
 
 from __future__ import annotations
@@ -24,6 +25,20 @@ from surefast.scoring.types import PromptLike
 
 ELLIPSIS = " ..."
 SHORTEN_TRIES = 12
+TOO_LONG_HINT = (
+    "use fewer few-shot demos (--shots) or a model with a longer context (library: raise ScoringConfig.max_length); "
+    "surefast bench run and study run leave such items out and count them"
+)
+
+
+class ItemsTooLong(SurefastError):
+    """Items that do not fit ``max_length`` even with their own context removed; ``uids`` names
+    them all, so a caller can leave exactly these out (which ones depends only on the items, the
+    tokenizer, the prompt and ``max_length``, never on the model's weights)."""
+
+    def __init__(self, message: str, hint: str | None, uids: tuple[str, ...]) -> None:
+        super().__init__(message, hint)
+        self.uids = uids
 
 
 @dataclass(frozen=True)
@@ -89,11 +104,12 @@ def encode_item(
     ids = encode_text(tokenizer, text)
     if prefix_len + len(ids) <= max_length:
         return Encoded(item.uid, ids, text, True)
-    raise SurefastError(
+    raise ItemsTooLong(
         f"item {item.uid} ({item.task}) does not fit max_length={max_length} even with its context removed: "
         f"the shared prefix (instruction + demos) is {prefix_len} tokens and the item without context {len(ids)} "
         f"(room for {budget})",
-        "raise max_length, use fewer few-shot demos, or shorter options",
+        TOO_LONG_HINT,
+        (item.uid,),
     )
 
 

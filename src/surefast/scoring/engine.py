@@ -29,6 +29,7 @@ from surefast.errors import SurefastError
 from surefast.scoring.arch import LetterHead, decoder_body, model_max_length
 from surefast.scoring.batching import (
     Encoded,
+    ItemsTooLong,
     common_token_prefix,
     encode_item,
     encode_prefix,
@@ -124,6 +125,32 @@ class _Runner:
         return self.head(answer)
 
 
+def _encode_all(
+    tokenizer: Any,
+    prompt: PromptLike,
+    items: Sequence[MCItem],
+    todo: Sequence[int],
+    texts: Sequence[str],
+    prefix_len: int,
+    max_length: int,
+) -> list[Encoded]:
+    """Every item in ``todo`` encoded, or one :class:`ItemsTooLong` naming *all* that do not fit,
+    raised before the model runs: a caller that leaves them out must know them all at once."""
+    encoded: list[Encoded] = []
+    too_long: list[ItemsTooLong] = []
+    for i in todo:
+        try:
+            encoded.append(encode_item(tokenizer, prompt, items[i], prefix_len, max_length, texts[i]))
+        except ItemsTooLong as exc:
+            too_long.append(exc)
+    if too_long:
+        first = too_long[0]
+        uids = tuple(uid for exc in too_long for uid in exc.uids)
+        what = first.message if len(uids) == 1 else f"{len(uids)} items do not fit (first: {first.message})"
+        raise ItemsTooLong(what, first.hint, uids)
+    return encoded
+
+
 @torch.inference_mode()
 def score_items(
     model: Any,
@@ -175,7 +202,7 @@ def score_items(
     used_prefix = repaired = False
     if todo:
         prefix_ids = encode_prefix(tokenizer, prompt.prefix)
-        encoded = [encode_item(tokenizer, prompt, items[i], len(prefix_ids), max_length, texts[i]) for i in todo]
+        encoded = _encode_all(tokenizer, prompt, items, todo, texts, len(prefix_ids), max_length)
         mismatch = None
         if config.boundary == "check":
             mismatch = split_mismatch(tokenizer, prompt.prefix, prefix_ids, sample_for_check(encoded))
