@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from surefast.bench.analysis import CellKey, cells_from_rows, decoupling, deltas, sweep_jump
-from surefast.bench.analysis.cells import ALL_TASKS
+from surefast.bench.analysis.cells import ALL_TASKS, Cell, Cells
+from surefast.bench.analysis.deltas import SPLITS_ONLY, Z95, Delta, unpaired
 from surefast.bench.analysis.scale import families, scale_rows
 from surefast.bench.report import findings as findings_mod
 from surefast.bench.report import plots
@@ -69,8 +70,8 @@ def load_rows(store: Store, run_ids: list[str]) -> tuple[list[dict[str, Any]], d
     runs = [store.run(r) for r in run_ids]
     ids = [r.run_id for r in runs]
     rel = store.query(
-        "SELECT model, compression, task, strategy, score_fn, alpha, split, metric, value FROM results "
-        "WHERE list_contains($ids, run_id)", ids=ids,
+        "SELECT model, compression, task, strategy, score_fn, alpha, split, metric, value, resampling, protocol "
+        "FROM results WHERE list_contains($ids, run_id)", runs=ids, ids=ids,
     )  # fmt: skip
     cols = [d[0] for d in rel.description]
     rows = [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
@@ -96,10 +97,12 @@ def build_report(store: Store, run_ids: list[str], out_dir: Path, title: str = "
     alpha = min({float(r["alpha"]) for r in rows}, key=lambda a: abs(a - 0.1))
     cells = cells_from_rows(rows, alpha=alpha)
     ds = deltas(cells)
+    refused = unpaired(cells)
     dec = decoupling(ds)
     sections = [_main_table(cells), _task_tables(cells), _scatter(ds), *_sweeps(cells), _coverage(cells, alpha)]
     scale = [row for members in families(sizes).values() for row in scale_rows(ds, members)]
     text = findings_mod.findings(cells, ds, dec, scale, sweeps_from_labels({k.compression for k in cells}), alpha)
+    text += findings_mod.not_compared(refused)
     if len(sizes) >= 2 and not scale:
         text.append("Scale: not analysed, as no two models here are sizes of one family (sizes would be confounded "
                     "with everything else); add e.g. qwen2.5-coder-1.5b-instruct beside the 0.5B model.")  # fmt: skip
@@ -109,10 +112,12 @@ def build_report(store: Store, run_ids: list[str], out_dir: Path, title: str = "
     for section in sections:
         for name, png in section.images:
             (out_dir / name).write_bytes(png)
-    intro = (f"Runs: {', '.join(run_ids)}. Metrics at alpha = {alpha:g}, averaged over prompt strategies, conformal "
-             "scores (LAC, APS) and random calibration/test splits. Acc = accuracy, Cov = coverage, SS = mean "
-             "prediction-set size over 6 options (lower is more certain). Deltas are against the uncompressed model; "
-             "intervals are the 2.5-97.5 percentiles of per-split paired differences.")  # fmt: skip
+    intro = (
+        f"Runs: {', '.join(run_ids)}. Metrics at alpha = {alpha:g}, averaged over prompt strategies, conformal "
+        "scores (LAC, APS) and random calibration/test splits. Acc = accuracy, Cov = coverage, SS = mean "
+        "prediction-set size over 6 options (lower is more certain). Deltas are against the uncompressed model. "
+        + interval_note(cells, ds)
+    )
     body = "".join(f"<section><h2>{html.escape(s.title)}</h2>{s.html}</section>" for s in sections)
     page = _PAGE.format(title=html.escape(title), intro=html.escape(intro), body=body)
     (out_dir / "report.html").write_text(page)
@@ -121,15 +126,45 @@ def build_report(store: Store, run_ids: list[str], out_dir: Path, title: str = "
     return out_dir / "report.html"
 
 
-def _main_table(cells: dict[CellKey, dict[str, np.ndarray]]) -> Section:
+def interval_note(cells: Cells, ds: list[Delta]) -> str:
+    """What the report's intervals cover, in one sentence (it depends on how the runs were stored)."""
+    sizes = sorted({len(v) for c in cells.values() for v in c.boot.values()})
+    boot = (
+        "95% intervals (+-) come from a paired item bootstrap"
+        + (f" ({', '.join(map(str, sizes))} replicates)" if sizes else "")
+        + ": the items are resampled with replacement, the same items for both models, then split as before, so "
+        "an interval covers which items were drawn as well as how they were split."
+    )
+    if any(d.variance == SPLITS_ONLY for d in ds) or not sizes:
+        return (
+            boot + " Results stored without a bootstrap (older runs, or bootstrap: 0) show instead the 2.5-97.5 "
+            "percentiles of per-split paired differences, which cover the split only: they understate the "
+            "uncertainty unless the calibration share is 1/2."
+        )
+    return boot
+
+
+def _pm(cell: Cell, metric: str, pct: bool) -> str:
+    """The cell's mean, and +- the half-width of its bootstrap 95% interval when it has one."""
+    text = _fmt(cell, metric, pct)
+    boot = cell.boot.get(metric)
+    if boot is None or boot.size < 2 or metric not in cell:
+        return text
+    half = Z95 * float(np.std(boot, ddof=1)) * (100 if pct else 1)
+    return f"{text} +- {half:.2f}"
+
+
+def _main_table(cells: Cells) -> Section:
     keys = sorted(k for k in cells if k.task == ALL_TASKS)
-    rows = [[k.model, k.compression or "dense", _fmt(cells[k], "accuracy", True), _fmt(cells[k], "coverage", True),
-             _fmt(cells[k], "mean_set_size", False)] for k in keys]  # fmt: skip
+    rows = [[k.model, k.compression or "dense", *(_pm(cells[k], m, m != "mean_set_size") for m in _MAIN)] for k in keys]
     h, m = _table(["model", "compression", "Acc (%)", "Cov (%)", "SS"], rows)
     return Section("Main table (averaged over tasks)", h, m)
 
 
-def _task_tables(cells: dict[CellKey, dict[str, np.ndarray]]) -> Section:
+_MAIN = ("accuracy", "coverage", "mean_set_size")
+
+
+def _task_tables(cells: Cells) -> Section:
     tasks = sorted({k.task for k in cells if k.task != ALL_TASKS})
     groups = sorted({(k.model, k.compression) for k in cells})
     header = ["model", "compression", *[f"{t} Acc/Cov/SS" for t in tasks]]
@@ -162,7 +197,7 @@ def _scatter(ds: list[Any]) -> Section:
     return Section("Accuracy vs uncertainty", img_html, img_md, [("delta_scatter.png", png)])
 
 
-def _sweeps(cells: dict[CellKey, dict[str, np.ndarray]]) -> list[Section]:
+def _sweeps(cells: Cells) -> list[Section]:
     out = []
     models = sorted({k.model for k in cells})
     for method, levels in sorted(sweeps_from_labels({k.compression for k in cells}).items()):
@@ -182,7 +217,7 @@ def _sweeps(cells: dict[CellKey, dict[str, np.ndarray]]) -> list[Section]:
     return out
 
 
-def _coverage(cells: dict[CellKey, dict[str, np.ndarray]], alpha: float) -> Section:
+def _coverage(cells: Cells, alpha: float) -> Section:
     keys = sorted(k for k in cells if k.task != ALL_TASKS and "coverage" in cells[k])
     labels = [f"{k.model.split('-')[0]}/{k.compression or 'dense'}/{k.task}" for k in keys]
     png = plots.coverage_plot(labels, [float(cells[k]["coverage"].mean()) for k in keys], 1 - alpha)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from surefast.bench.analysis import CellKey, Decoupling, Delta, sweep_jump
-from surefast.bench.analysis.cells import ALL_TASKS
+from surefast.bench.analysis.cells import ALL_TASKS, Cells
 from surefast.bench.analysis.scale import ScaleRow
 
 N_OPTIONS = 6  # every task is six-option multiple choice
@@ -21,7 +21,7 @@ def _label(key: CellKey) -> str:
     return f"{key.model} with {key.compression or 'no compression'} {task}"
 
 
-def findings(cells: dict[CellKey, dict[str, np.ndarray]], ds: list[Delta], dec: Decoupling, scale: list[ScaleRow],
+def findings(cells: Cells, ds: list[Delta], dec: Decoupling, scale: list[ScaleRow],
              sweeps: dict[str, list[tuple[float, str]]], alpha: float) -> list[str]:  # fmt: skip
     out: list[str] = []
     cov = [(k, float(v["coverage"].mean())) for k, v in cells.items() if "coverage" in v and k.task != ALL_TASKS]
@@ -106,4 +106,14 @@ def findings(cells: dict[CellKey, dict[str, np.ndarray]], ds: list[Delta], dec: 
     return out
 
 
-__all__ = ["findings"]
+def not_compared(refused: dict[CellKey, str]) -> list[str]:
+    """One sentence per compressed cell left out of the deltas because it does not pair with its baseline."""
+    return [
+        f"Not compared: {_label(key)} against its uncompressed baseline, because {reason}. Paired intervals need "
+        "both on the same items, seed, splits and bootstrap: run both with the same --n, --seed, --splits and "
+        "data (a study plan does this for every cell)."
+        for key, reason in sorted(refused.items())
+    ]
+
+
+__all__ = ["findings", "not_compared"]
