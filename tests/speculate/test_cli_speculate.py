@@ -142,3 +142,88 @@ def test_speculate_vlm_with_an_image(run, tmp_path, arch):
     assert "same output" in out.stdout and "visual tokens" in out.stderr
     missing = run("hi", "--target", f"tiny:{arch}@0", "--draft", f"tiny:{arch}@1", "--image", "nope.png")
     assert missing.returncode == 1 and "nope.png not found" in missing.stderr
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Any model load fails the test: bad settings must be refused before the models load."""
+    import surefast.cli.speculate as speculate
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the settings were checked")
+
+    monkeypatch.setattr(speculate, "load_pair", refuse)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("-o", "budget"), "--option 'budget' is not KEY=VALUE"),
+        (("-o", "=3"), "--option '=3' is not KEY=VALUE"),
+        (("-o", "budget=abc"), "--option 'budget=abc': 'abc' is not a Python literal"),
+        (("-o", "x={[1]: 2}"), "--option 'x={[1]: 2}'"),  # literal_eval's TypeError
+        (("-o", "budgte=16"), "policy 'sage' has no option 'budgte'"),  # hint: did you mean 'budget'?
+        (("-o", "budget=-1"), "sage option budget=-1: must be a whole number >= 1"),
+        (("-o", "budget=1.5"), "sage option budget=1.5: must be a whole number"),
+        (("-o", "budget=True"), "sage option budget=True"),
+        (("-o", "budget=None"), "sage option budget=None"),
+        (("-o", "smoothing='a'"), "sage option smoothing='a'"),
+        (("-o", "smoothing=1.0"), "sage option smoothing=1.0: must be a finite number in [0, 1)"),
+        (("-o", "min_depth=3", "-o", "max_depth=2"), "sage option max_depth=2"),
+        (("--policy", "static-tree", "-o", "paths=((0,),(5,))"), "static-tree option paths=((0,), (5,)): children"),
+        (("--policy", "static-tree", "-o", "paths=5"), "static-tree option paths=5"),
+        (("--policy", "static-tree", "-o", "paths=()"), "static-tree option paths=()"),
+        (("--policy", "dynamic", "-o", "width=0"), "dynamic option width=0"),
+        (("--policy", "chain", "-o", "depth=-2"), "chain option depth=-2"),
+        (("-o", "temperature=0.5"), "-o temperature: not a policy setting but a flag"),
+        (
+            ("--policy", "chain", "-o", "budget=3"),
+            "policy 'chain' has no option 'budget' (a setting of dynamic and sage)",
+        ),
+        (("--top-p", "0"), "sampling top_p=0.0"),
+    ],
+)
+def test_speculate_bad_options_are_one_line_before_any_model_loads(run, no_model_load, args, message):
+    out = run("hi", "--target", "tiny:llama@0", "--draft", "tiny:llama@1", *args)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith("error: ") and message in out.stderr.splitlines()[0], out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) <= 2
+
+
+def test_speculate_max_width_zero_is_one_line(run, no_model_load):
+    """Issue 14, section 4: ``surefast speculate -o max_width=0 "hi"`` ended in SageConfig's ValueError."""
+    out = run("hi", "-o", "max_width=0")
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: sage option max_width=0: must be a whole number >= 1\nhint: ")
+    assert "Traceback" not in out.stderr and "ValueError" not in out.stderr
+
+
+@pytest.fixture
+def short_context(monkeypatch):
+    """Tiny models with a 40-position context (they are built at load time from this dict)."""
+    import surefast.models.tiny as tiny
+
+    monkeypatch.setitem(tiny._TEXT, "max_position_embeddings", 40)
+    return 40
+
+
+@pytest.mark.parametrize("policy", ["sage", "ar", "hf-assisted"])
+def test_speculate_stops_at_the_context(run, tmp_path, short_context, policy):
+    from surefast.models.chat import encode_chat
+    from surefast.models.tiny import tiny_tokenizer
+
+    room = short_context - encode_chat(tiny_tokenizer(), "hi").shape[1]
+    stats = tmp_path / "stats.json"
+    pair = ("--target", "tiny:llama@0", "--draft", "tiny:llama@0", "--dtype", "fp32")
+    out = run("hi", *pair, "--policy", policy, "--max-new-tokens", "200", "--stats-json", str(stats))
+    assert out.returncode == 0, out.stderr
+    assert f"--max-new-tokens 200 capped to {room}" in out.stderr and "40-position context" in out.stderr
+    payload = json.loads(stats.read_text())
+    assert payload["stats"]["new_tokens"] == room  # this seed writes no EOS: only the cap stops it
+    if payload["baseline"] is not None:
+        assert payload["baseline"]["new_tokens"] == room
+
+
+def test_speculate_refuses_a_prompt_that_fills_the_context(run, short_context):
+    out = run("x" * 60, "--target", "tiny:llama@0", "--draft", "tiny:llama@0", "--dtype", "fp32")
+    assert out.returncode == 1 and "no new token fits" in out.stderr and "Traceback" not in out.stderr

@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from surefast.errors import SurefastError
 
@@ -37,9 +38,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except SurefastError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        # Text, not markup: messages quote paths, data rows and model text, where "[/x]" would
+        # crash Rich's markup parser and "[i]" would vanish. soft_wrap: one line, never cut at 80.
+        err_console.print(Text.assemble(("error:", "bold red"), " ", exc.message), soft_wrap=True)
         if exc.hint:
-            err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+            err_console.print(Text.assemble(("hint:", "yellow"), " ", exc.hint), soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: finished work is kept in the cache; run the command again to resume")

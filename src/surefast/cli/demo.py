@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from surefast.cli.progress import progress_bar
+from surefast.cli.options import cap_new_tokens
+from surefast.cli.progress import progress_bar, write_verbatim
 from surefast.models import DEFAULT_MODEL, load_model, parse_spec
-from surefast.models.chat import greedy_answer
+from surefast.models.chat import encode_chat, greedy_answer
+from surefast.scoring.arch import model_max_length
 
 console = Console()
+err = Console(stderr=True)
 
 DEMO_PROMPTS = (
     "What is the capital of France?",
@@ -31,8 +35,9 @@ def generate(
     parsed = parse_spec(model)  # fail on a bad spec before any progress display
     with progress_bar() as progress:
         loaded = load_model(parsed, dtype=dtype, progress=progress)
-    text, _ = greedy_answer(loaded.model, loaded.tokenizer, prompt, max_new_tokens)
-    console.print(text, highlight=False)
+    limit = new_token_limit(loaded, model, prompt, max_new_tokens)
+    text, _ = greedy_answer(loaded.model, loaded.tokenizer, prompt, limit)
+    write_verbatim(text)
 
 
 def demo(
@@ -45,10 +50,24 @@ def demo(
     parsed = parse_spec(model)  # fail on a bad spec before any progress display
     with progress_bar() as progress:
         loaded = load_model(parsed, progress=progress)
-    console.print(f"loaded [bold]{model}[/] ({loaded.model.config.model_type}, {loaded.model.dtype}, "
+    kind = escape(str(loaded.model.config.model_type))  # the spec and the config are user data, not markup
+    console.print(f"loaded [bold]{escape(model)}[/] ({kind}, {loaded.model.dtype}, "
                   f"fingerprint {loaded.fingerprint}) in {time.perf_counter() - start:.1f} s")  # fmt: skip
     for prompt in DEMO_PROMPTS:
         t0 = time.perf_counter()
-        text, n = greedy_answer(loaded.model, loaded.tokenizer, prompt, max_new_tokens)
+        limit = new_token_limit(loaded, model, prompt, max_new_tokens)
+        text, n = greedy_answer(loaded.model, loaded.tokenizer, prompt, limit)
         dt = time.perf_counter() - t0
-        console.print(f"\n[bold cyan]> {prompt}[/]\n{text}\n[dim]{n} tokens, {n / dt:.1f} tokens/s[/]", highlight=False)
+        console.print()
+        console.print(f"> {prompt}", style="bold cyan", markup=False, highlight=False)
+        write_verbatim(text)
+        console.print(f"[dim]{n} tokens, {n / dt:.1f} tokens/s[/]", highlight=False)
+
+
+def new_token_limit(loaded: Any, spec: str, prompt: str, max_new_tokens: int) -> int:
+    """``--max-new-tokens`` capped at the model's context, with a one-line note when it was lowered."""
+    prompt_tokens = encode_chat(loaded.tokenizer, prompt).shape[1]
+    limit, note = cap_new_tokens(max_new_tokens, prompt_tokens, model_max_length(loaded.model), spec)
+    if note:
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    return limit

@@ -9,22 +9,25 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Annotated, Any
 
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from surefast.cli.options import parse_options
-from surefast.cli.progress import progress_bar
+from surefast.cli.options import cap_new_tokens, parse_options
+from surefast.cli.progress import progress_bar, write_verbatim
 from surefast.errors import SurefastError
 from surefast.models import parse_spec
+from surefast.scoring.arch import model_max_length
 from surefast.speculate.api import HF_METHODS, check_method, load_pair, speculative_generate, stream_text
 from surefast.speculate.divergence import Divergence, divergence
-from surefast.speculate.stats import SpecStats
+from surefast.speculate.policies import POLICY_CONFIGS
+from surefast.speculate.stats import ConfigError, SpecStats
 from surefast.speculate.verify import SamplingConfig
 
 console = Console()
@@ -33,6 +36,28 @@ err = Console(stderr=True)
 DEFAULT_TARGET = "qwen2.5-coder-1.5b-instruct"
 DEFAULT_DRAFT = "qwen2.5-coder-0.5b-instruct"
 BARS = "▁▂▃▄▅▆▇█"
+# Settings this command takes as flags, which users also try as -o KEY=VALUE.
+FLAG_SETTINGS = ("temperature", "top_k", "top_p", "seed", "max_new_tokens", "prune_ratio", "dtype", "chat")
+
+
+def check_option_names(method: str, overrides: dict[str, Any]) -> None:
+    """Say what a ``-o`` name that ``method`` lacks really is: a flag, or another policy's setting.
+
+    Names that are neither are left to :func:`~surefast.speculate.policies.policy_config`, which
+    answers with "did you mean".
+    """
+    known = {f.name for f in fields(POLICY_CONFIGS[method])}
+    for key in overrides:
+        if key in known:
+            continue
+        if key.replace("-", "_") in FLAG_SETTINGS:
+            flag = "--" + key.replace("_", "-")
+            raise SurefastError(f"-o {key}: not a policy setting but a flag of surefast speculate", f"use {flag} VALUE")
+        owners = [name for name, cls in POLICY_CONFIGS.items() if key in {f.name for f in fields(cls)}]
+        if owners:
+            message = f"-o {key}: policy {method!r} has no option {key!r} (a setting of {' and '.join(owners)})"
+            hint = f"use --policy {owners[0]}, or one of {method}'s options: {', '.join(sorted(known))}"
+            raise SurefastError(message, hint)
 
 
 def sparkline(values: list[float], width: int = 60) -> str:
@@ -155,23 +180,30 @@ def speculate(
     overrides = parse_options(option or [])
     if overrides and method in HF_METHODS:
         raise SurefastError(f"--option does not apply to {method!r}", "policy settings are for the engine's policies")
+    if method not in HF_METHODS:
+        check_option_names(method, overrides)
     config = policy_config(method, **overrides) if method not in HF_METHODS else None
     try:
         sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
-    except ValueError as exc:
-        raise SurefastError(str(exc), "--temperature >= 0, --top-k >= 0, 0 < --top-p <= 1") from exc
+    except ConfigError as exc:
+        raise SurefastError(exc.message, "--temperature >= 0, --top-k >= 0, 0 < --top-p <= 1") from exc
     for path in [*(image or []), *([video] if video else [])]:
         if not path.exists():
             raise SurefastError(
                 f"{path} not found", "--image takes an image file, --video a video file or frame folder"
             )
+    pictures: list[Any] = []
+    if image:
+        from surefast.speculate.vlm.inputs import load_image
+
+        pictures = [load_image(path) for path in image]  # a bad file is refused before any model loads
     specs = parse_spec(target), parse_spec(draft)  # fail on a bad spec before any progress display
     with progress_bar(err) as progress:
         t, d = load_pair(specs[0], specs[1], dtype=dtype, progress=progress)
     generator = torch.Generator().manual_seed(seed)
     if image or video:
-        run_spec, run_ar, ids = _vlm_runs(t, d, prompt, image or [], video, method, config, prune_ratio, sampling,
-                                          max_new_tokens, generator, chat)  # fmt: skip
+        run_spec, run_ar, ids = _vlm_runs(t, d, prompt, pictures, video, method, config, prune_ratio, sampling,
+                                          generator, chat)  # fmt: skip
     else:
         ids = encode_chat(t.tokenizer, prompt, use_template=chat)
 
@@ -179,21 +211,28 @@ def speculate(
             assert config is not None, "transformers' own methods are run by speculative_generate"
             return SpeculativeDecoder(t.model, d.model, config, sampling, generator)
 
-        def run_ar() -> Any:
+        def run_ar(limit: int) -> Any:
             return speculative_generate(t.model, None, ids, method="ar", sampling=sampling,
-                                        max_new_tokens=max_new_tokens, generator=torch.Generator().manual_seed(seed))  # fmt: skip
+                                        max_new_tokens=limit, generator=torch.Generator().manual_seed(seed))  # fmt: skip
 
+    # Both models see the prompt and every new token but the last: all must fit the shorter context.
+    shorter, context = min((target, model_max_length(t.model)), (draft, model_max_length(d.model)), key=lambda x: x[1])
+    max_new_tokens, note = cap_new_tokens(max_new_tokens, int(ids.shape[-1]), context, shorter)
+    if note:
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     if compare and not (image or video):
         with console.status("warming up both models (first calls allocate memory and pick kernels; not timed)"):
             warm_up(t.model, d.model, ids, method, config, sampling)
-    err.print(f"[dim]{target} + draft {draft}, {method}, {'greedy' if sampling.greedy else 'sampling'}[/]")
+    err.print(
+        f"[dim]{escape(target)} + draft {escape(draft)}, {method}, {'greedy' if sampling.greedy else 'sampling'}[/]"
+    )
     if method in HF_METHODS:  # transformers decodes these: no streaming, same statistics
         if method == "ar":
-            out = run_ar()
+            out = run_ar(max_new_tokens)
         else:
             out = speculative_generate(t.model, d.model, ids, method=method, sampling=sampling,
                                        max_new_tokens=max_new_tokens, generator=generator)  # fmt: skip
-        console.print(t.tokenizer.decode(out.tokens, skip_special_tokens=True), highlight=False)
+        write_verbatim(t.tokenizer.decode(out.tokens, skip_special_tokens=True))
         tokens, stats = out.tokens, out.stats
     else:
         decoder = run_spec()
@@ -216,7 +255,7 @@ def speculate(
     baseline, identical, div = None, None, None
     if compare and method != "ar":
         with console.status("running the target alone for comparison"):
-            ref = run_ar()
+            ref = run_ar(max_new_tokens)
         baseline = ref.stats
         identical = ref.tokens == tokens if sampling.greedy else None
         if identical is False and not (image or video):
@@ -238,25 +277,28 @@ def speculate(
         }
         stats_json.parent.mkdir(parents=True, exist_ok=True)
         stats_json.write_text(json.dumps(payload, indent=2))
-        console.print(f"statistics written to {stats_json}")
+        console.print(f"statistics written to {stats_json}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _vlm_runs(t: Any, d: Any, prompt: str, images: list[Path], video: Path | None, method: str, config: Any,
-              prune_ratio: float, sampling: SamplingConfig, max_new_tokens: int, generator: torch.Generator,
+def _vlm_runs(t: Any, d: Any, prompt: str, images: list[Any], video: Path | None, method: str, config: Any,
+              prune_ratio: float, sampling: SamplingConfig, generator: torch.Generator,
               chat: bool | None) -> tuple[Any, Any, torch.Tensor]:  # fmt: skip
-    """For a vision-language pair: (a decoder factory, the target-alone run, the prompt ids)."""
+    """For a vision-language pair: (a decoder factory, the target-alone run given a token limit, the prompt ids).
+
+    ``images``: already decoded (:func:`~surefast.speculate.vlm.inputs.load_image`).
+    """
     from surefast.speculate.vlm import PruneConfig, load_processor, prepare_inputs, vlm_decoder, vlm_target_generate
 
     if method == "hf-assisted":
         raise SurefastError("hf-assisted does not take images here", "use sage, dynamic, static-tree, chain or ar")
-    inputs = prepare_inputs(load_processor(t), t.model, prompt, [str(p) for p in images] or None,
+    inputs = prepare_inputs(load_processor(t), t.model, prompt, images or None,
                             str(video) if video else None, chat=chat is not False)  # fmt: skip
 
     def run_spec() -> Any:
         return vlm_decoder(t, d, inputs, method=method, policy=config, prune=PruneConfig(ratio=prune_ratio),
                            sampling=sampling, generator=generator)  # fmt: skip
 
-    def run_ar() -> Any:
+    def run_ar(max_new_tokens: int) -> Any:
         return vlm_target_generate(t, inputs, sampling=sampling, max_new_tokens=max_new_tokens,
                                    generator=torch.Generator().manual_seed(generator.initial_seed()))  # fmt: skip
 

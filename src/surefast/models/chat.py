@@ -6,6 +6,9 @@ from typing import Any
 
 import torch
 
+from surefast.errors import SurefastError
+from surefast.scoring.arch import model_max_length
+
 
 def encode_chat(tokenizer: Any, prompt: str, use_template: bool | None = None) -> torch.Tensor:
     """``[1, S]`` ids of one user message, through the chat template when there is one."""
@@ -20,8 +23,17 @@ def encode_chat(tokenizer: Any, prompt: str, use_template: bool | None = None) -
 
 @torch.inference_mode()
 def greedy_answer(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> tuple[str, int]:
-    """Greedy reply to ``prompt``: (decoded text without special tokens, number of new tokens)."""
+    """Greedy reply to ``prompt``: (decoded text without special tokens, number of new tokens).
+
+    At most ``max_new_tokens``, and never past the model's context (``prompt + new <= max
+    positions``): ``generate`` itself stops only at EOS, so a huge limit would grow the cache until
+    memory runs out. A prompt that fills the context is a :class:`SurefastError`.
+    """
     ids = encode_chat(tokenizer, prompt).to(model.device)
+    context = model_max_length(model)
+    if ids.shape[1] >= context:
+        raise SurefastError(f"the prompt is {ids.shape[1]} tokens; the model holds {context} positions", "shorten it")
+    max_new_tokens = min(max_new_tokens, context - ids.shape[1])
     out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                          do_sample=False, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
     new = out[0, ids.shape[1] :]

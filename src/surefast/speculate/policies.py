@@ -48,7 +48,12 @@ from typing import Any, Protocol
 import torch
 
 from surefast.errors import SurefastError
-from surefast.speculate.stats import StepRecord, TreeShape
+from surefast.speculate.stats import ConfigError, StepRecord, TreeShape, require_int, require_real
+
+
+def _defaults(config: Any) -> dict[str, Any]:
+    """Field defaults of a config dataclass, for hints that quote them (defaults live in the dataclass)."""
+    return {f.name: f.default for f in fields(config)}
 
 
 def normalized_topk_entropy(logits: torch.Tensor, k: int = 10) -> torch.Tensor:
@@ -65,6 +70,11 @@ class ChainConfig:
     """Vanilla speculative decoding (Leviathan et al. 2023): a chain of ``depth`` draft tokens."""
 
     depth: int = 4
+
+    def __post_init__(self) -> None:
+        # depth 0 would draft nothing: the target alone, which is --policy ar
+        d = _defaults(self)
+        require_int("chain option", "depth", self.depth, 1, f"draft tokens per step, 1 or more (default {d['depth']})")
 
 
 # The default fixed tree: 25 nodes, depth 5, as rank paths (child i of a node is its i-th best
@@ -83,22 +93,26 @@ def fixed_fanout(paths: tuple[tuple[int, ...], ...]) -> dict[tuple[int, ...], in
     """Children per node of a fixed tree given by rank paths: ``{parent path: number of children}``.
 
     Checks that the paths form a tree: every parent path is present (the root is ``()``) and
-    the children of a node are ranks ``0 .. k-1``. Raises ``ValueError`` otherwise.
+    the children of a node are ranks ``0 .. k-1``. Raises :class:`ConfigError` (a ``ValueError``)
+    otherwise.
     """
     seen = set(paths)
     if len(seen) != len(paths):
-        raise ValueError("a fixed tree lists a path twice")
+        raise ConfigError("a fixed tree lists a path twice")
     fanout: dict[tuple[int, ...], int] = {}
     for path in paths:
         if not path or min(path) < 0:
-            raise ValueError(f"invalid rank path {path!r} (non-empty, ranks >= 0)")
+            raise ConfigError(f"invalid rank path {path!r} (non-empty, ranks >= 0)")
         if len(path) > 1 and path[:-1] not in seen:
-            raise ValueError(f"rank path {path!r} has no parent {path[:-1]!r} in the tree")
+            raise ConfigError(f"rank path {path!r} has no parent {path[:-1]!r} in the tree")
         fanout[path[:-1]] = fanout.get(path[:-1], 0) + 1
     for path in paths:
         if path[-1] >= fanout[path[:-1]]:
-            raise ValueError(f"children of {path[:-1]!r} must be ranks 0..k-1; {path!r} skips one")
+            raise ConfigError(f"children of {path[:-1]!r} must be ranks 0..k-1; {path!r} skips one")
     return fanout
+
+
+PATHS_HINT = "one tuple of ranks per node, parents first, e.g. paths=((0,), (1,), (0, 0))"
 
 
 @dataclass(frozen=True)
@@ -113,7 +127,18 @@ class StaticTreeConfig:
     paths: tuple[tuple[int, ...], ...] = DEFAULT_STATIC_TREE
 
     def __post_init__(self) -> None:
-        fixed_fanout(self.paths)
+        own = f"static-tree option paths={self.paths!r}"
+        # Lists (a JSON or YAML tree) become tuples: the rank paths key the fanout dict.
+        ok = isinstance(self.paths, (tuple, list)) and len(self.paths) > 0
+        ok = ok and all(isinstance(p, (tuple, list)) for p in self.paths)
+        ok = ok and all(isinstance(r, int) and not isinstance(r, bool) for p in self.paths for r in p)
+        if not ok:
+            raise ConfigError(f"{own}: must be a non-empty tuple of tuples of whole-number ranks", PATHS_HINT)
+        object.__setattr__(self, "paths", tuple(tuple(p) for p in self.paths))
+        try:
+            fixed_fanout(self.paths)
+        except ConfigError as exc:
+            raise ConfigError(f"{own}: {exc.message}", PATHS_HINT) from None
 
 
 @dataclass(frozen=True)
@@ -129,6 +154,12 @@ class DynamicTreeConfig:
     depth: int = 5
     width: int = 5
     budget: int = 25
+
+    def __post_init__(self) -> None:
+        own, d = "dynamic option", _defaults(self)
+        require_int(own, "depth", self.depth, 1, f"tree levels per step, 1 or more (default {d['depth']})")
+        require_int(own, "width", self.width, 1, f"nodes per tree level, 1 or more (default {d['width']})")
+        require_int(own, "budget", self.budget, 1, f"draft nodes per step, 1 or more (default {d['budget']})")
 
 
 @dataclass(frozen=True)
@@ -147,10 +178,25 @@ class SageConfig:
     depth_slack: int = 2
 
     def __post_init__(self) -> None:
-        if not (1 <= self.min_depth <= self.max_depth and 1 <= self.min_width <= self.max_width):
-            raise ValueError(f"invalid depth/width range in {self}")
-        if not 0.0 <= self.smoothing < 1.0 or self.budget < 1 or self.history < 1:
-            raise ValueError(f"invalid SageConfig {self}")
+        own, d = "sage option", _defaults(self)
+        require_int(own, "budget", self.budget, 1, f"the most draft nodes one step verifies (default {d['budget']})")
+        depths = f"1 <= min_depth <= max_depth (defaults {d['min_depth']}, {d['max_depth']})"
+        require_int(own, "min_depth", self.min_depth, 1, depths)
+        require_int(own, "max_depth", self.max_depth, self.min_depth, f"{depths}; min_depth is {self.min_depth}")
+        widths = f"1 <= min_width <= max_width (defaults {d['min_width']}, {d['max_width']})"
+        require_int(own, "min_width", self.min_width, 1, widths)
+        require_int(own, "max_width", self.max_width, self.min_width, f"{widths}; min_width is {self.min_width}")
+        # The entropy of one renormalized probability is always 0 (log 1 = 0): K >= 2.
+        topk = f"the entropy is over the draft's top-K tokens (default {d['entropy_topk']})"
+        require_int(own, "entropy_topk", self.entropy_topk, 2, topk)
+        smoothing = f"beta, the weight of the past in the entropy average (default {d['smoothing']})"
+        require_real(own, "smoothing", self.smoothing, 0.0, 1.0, smoothing, high_open=True)
+        entropy = f"H_0, a normalized entropy (default {d['initial_entropy']})"
+        require_real(own, "initial_entropy", self.initial_entropy, 0.0, 1.0, entropy)
+        history = f"steps of accepted lengths feeding the depth cap (default {d['history']})"
+        require_int(own, "history", self.history, 1, history)
+        slack = f"levels allowed above the recent accepted length (default {d['depth_slack']})"
+        require_int(own, "depth_slack", self.depth_slack, 0, slack)
 
 
 PolicyConfig = ChainConfig | StaticTreeConfig | DynamicTreeConfig | SageConfig

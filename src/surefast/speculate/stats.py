@@ -3,8 +3,47 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from surefast.errors import SurefastError
+
+
+class ConfigError(SurefastError, ValueError):
+    """A speculative-decoding setting out of range or of the wrong type (``-o max_width=0``).
+
+    A :class:`SurefastError`, so the CLI prints it as one line; also a ``ValueError``, what these
+    configs raised before, so callers that catch that keep working. Defined here, the lowest
+    module of the package, so the policy, sampling and tree-shape configs all share it.
+    """
+
+
+def require_int(owner: str, name: str, value: Any, low: int, hint: str) -> None:
+    """``value`` is a whole number >= ``low`` (``True`` is not: ``-o budget=True`` is a slip)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ConfigError(f"{owner} {name}={value!r}: must be a whole number >= {low}", hint)
+
+
+def require_real(
+    owner: str,
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    hint: str,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """``value`` is a finite number in the interval ``[low, high]`` (either end open if asked)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        if math.isinf(high):
+            interval = f"{'>' if low_open else '>='} {low:g}"
+        raise ConfigError(f"{owner} {name}={value!r}: must be a finite number {interval}", hint)
 
 
 @dataclass(frozen=True)
@@ -22,8 +61,10 @@ class TreeShape:
     fanout: dict[tuple[int, ...], int] | None = field(default=None, repr=False, hash=False)
 
     def __post_init__(self) -> None:
-        if self.depth < 0 or self.width < 1 or self.budget < 0:
-            raise ValueError(f"invalid tree shape {self}")
+        hint = "a policy's shape: depth >= 0 levels, width >= 1 nodes per level, budget >= 0 nodes"
+        require_int("tree shape", "depth", self.depth, 0, hint)
+        require_int("tree shape", "width", self.width, 1, hint)
+        require_int("tree shape", "budget", self.budget, 0, hint)
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,12 @@ on the children's own values. :func:`draw_children` is handed the counts, then d
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
+from surefast.speculate.stats import require_int, require_real
 from surefast.speculate.tree import TokenTree
 
 
@@ -44,8 +46,12 @@ class SamplingConfig:
         return self.temperature <= 0.0
 
     def __post_init__(self) -> None:
-        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"invalid sampling config {self}")
+        # ConfigError (a SurefastError and a ValueError): a NaN or string temperature would
+        # otherwise pass the comparisons and fail deep inside the first draw.
+        hint = "temperature >= 0 (0: greedy), top_k >= 0 (0: off), 0 < top_p <= 1 (1: off)"
+        require_real("sampling", "temperature", self.temperature, 0.0, math.inf, hint)
+        require_int("sampling", "top_k", self.top_k, 0, hint)
+        require_real("sampling", "top_p", self.top_p, 0.0, 1.0, hint, low_open=True)
 
 
 GREEDY = SamplingConfig()

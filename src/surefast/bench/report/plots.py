@@ -1,9 +1,15 @@
-"""Plots for the report, as PNG bytes (matplotlib, Agg backend: no display needed)."""
+"""Plots for the report, as PNG bytes (matplotlib, Agg backend: no display needed).
+
+Every label is plain text: model names, compression labels and plan names come from the user's
+data, and matplotlib would read ``rtn-$\\frac$-cost`` as mathtext (and fail to draw it).
+"""
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import ParamSpec
 
 import matplotlib
 
@@ -12,6 +18,21 @@ import matplotlib.pyplot as plt
 
 from surefast.bench.analysis.deltas import Delta
 from surefast.bench.analysis.thresholds import SweepJump
+
+P = ParamSpec("P")
+
+
+def _plain_text(plot: Callable[P, bytes]) -> Callable[P, bytes]:
+    """Run ``plot`` with parse_math off (and no TeX) for every text artist it creates: titles, axis
+    and tick labels, legends. Tick labels are made while the figure is saved, so the whole function
+    runs under it, ``_png`` included."""
+
+    @functools.wraps(plot)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> bytes:
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return plot(*args, **kwargs)
+
+    return wrapper
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -22,6 +43,7 @@ def _png(fig: plt.Figure) -> bytes:
     return buf.getvalue()
 
 
+@_plain_text
 def delta_scatter(points: Sequence[tuple[str, str, Delta, Delta]]) -> bytes:
     """Delta accuracy (x, points) against delta set size (y): one point per (model, compression, task),
     coloured by compression, shaped by model, with 95% interval whiskers."""
@@ -47,6 +69,7 @@ def delta_scatter(points: Sequence[tuple[str, str, Delta, Delta]]) -> bytes:
     return _png(fig)
 
 
+@_plain_text
 def sweep_plot(title: str, levels: Sequence[float], set_size: Sequence[float], accuracy: Sequence[float],
                jump: SweepJump) -> bytes:  # fmt: skip
     """Set size (left axis) and accuracy (right axis) along a sweep, the largest step marked."""
@@ -67,6 +90,7 @@ def sweep_plot(title: str, levels: Sequence[float], set_size: Sequence[float], a
     return _png(fig)
 
 
+@_plain_text
 def coverage_plot(labels: Sequence[str], coverage: Sequence[float], target: float) -> bytes:
     """Empirical coverage per cell against the 1 - alpha target."""
     fig, ax = plt.subplots(figsize=(max(6.4, 0.35 * len(labels)), 4.0))

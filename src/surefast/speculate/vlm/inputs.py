@@ -77,6 +77,48 @@ class VisualInputs:
         return {"input_ids": self.input_ids, "attention_mask": torch.ones_like(self.input_ids), **self.vision}
 
 
+def load_image(path: str | Path) -> Any:
+    """The RGB PIL image in the file ``path``, or a one-line :class:`SurefastError` saying what is wrong.
+
+    PIL's own errors (``UnidentifiedImageError`` for a text file, ``IsADirectoryError`` for a
+    folder, ``OSError`` for a truncated file) name neither the file nor the fix. The image is
+    decoded in full here, so a corrupt one fails now, not after the models have loaded.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    hint = "give a PNG, JPEG, WebP, GIF, BMP or TIFF file"
+    if path.is_dir():
+        raise SurefastError(f"image {path} is a folder, not an image file", hint)
+    if not path.is_file():
+        raise SurefastError(f"image {path} not found", hint)
+    try:
+        with path.open("rb") as file:
+            head = file.read(512)
+    except OSError as exc:
+        raise SurefastError(f"image {path} cannot be read: {exc.strerror or exc}", hint) from None
+    if not head:
+        raise SurefastError(f"image {path} is empty (0 bytes)", hint)
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # decodes every pixel
+    except Image.DecompressionBombError as exc:
+        raise SurefastError(f"image {path} is too large to decode safely: {exc}", "downscale it first") from None
+    except UnidentifiedImageError:
+        what = "a text file, not an image" if b"\0" not in head and _is_text(head) else "in no image format PIL reads"
+        raise SurefastError(f"image {path} is {what}", hint) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # what PIL's decoders raise on bad bytes
+        raise SurefastError(f"image {path} is truncated or corrupt ({exc})", hint) from None
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a multi-byte character cut at 512 bytes is still text
+        return exc.start >= len(head) - 3
+    return True
+
+
 def _frames(video: Any, num_frames: int) -> list[Any]:
     if isinstance(video, (str, Path)):
         from surefast.speculate.vlm.video import read_video_frames
@@ -115,7 +157,7 @@ def prepare_inputs(
     path) or gets them prepended (tokenizer path).
     """
     arch = architecture(model)
-    images = list(images or [])
+    images = [load_image(i) if isinstance(i, (str, Path)) else i for i in images or []]
     frames = _frames(video, num_frames) if video is not None else None
     if not images and frames is None:
         raise SurefastError("a vision-language prompt needs at least one image or a video",
