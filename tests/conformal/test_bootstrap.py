@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from surefast.conformal import bootstrap_items, evaluate_splits
+from surefast.conformal.splits import SCALAR_METRICS
 
 SCORES = ("lac", "aps_randomized")
 
@@ -45,17 +46,24 @@ def test_a_replicate_is_the_evaluation_of_the_resampled_items() -> None:
             expected = np.nanmean(naive, axis=2)
         np.testing.assert_allclose(res.boot[:, :, b], expected, rtol=1e-12, equal_nan=True)
     rows = [r for r in res.rows() if r["resampling"] == "bootstrap"]
-    assert len(rows) == len(SCORES) * 2 * 5 * res.values.shape[-1]
+    assert len(rows) == len(SCORES) * 2 * 5 * len(SCALAR_METRICS)  # replicates of the scalar metrics
+    assert {r["metric"] for r in rows} == set(SCALAR_METRICS)
 
 
 def test_bootstrap_is_deterministic_and_pairs_models() -> None:
     rng = np.random.default_rng(1)
     a, b, y = population(50, rng)
     kw = {"from_logits": True, "n_splits": 5, "seed": 9, "n_boot": 4}
-    assert np.array_equal(evaluate_splits(a, y, **kw).boot, evaluate_splits(a, y, **kw).boot, equal_nan=True)
-    # The resamples depend only on (n, n_boot, seed), so two models see the same items.
-    assert np.array_equal(bootstrap_items(50, 4, 9), bootstrap_items(50, 4, 9))
-    assert not np.array_equal(bootstrap_items(50, 4, 9), bootstrap_items(50, 4, 10))
+    first = evaluate_splits(a, y, **kw).boot
+    assert np.array_equal(first, evaluate_splits(a, y, **kw).boot, equal_nan=True)
+    # The resamples depend only on (n, n_boot, seed): a second model's replicate b is its
+    # evaluation on the same resampled items as the first model's.
+    idx = bootstrap_items(50, 4, 9)
+    assert not np.array_equal(idx, bootstrap_items(50, 4, 10))
+    other = evaluate_splits(b, y, **kw).get("lac", 0.1, "accuracy", "bootstrap")
+    plain = {k: v for k, v in kw.items() if k != "n_boot"}
+    naive = [evaluate_splits(b[i], y[i], **plain).get("lac", 0.1, "accuracy").mean() for i in idx]
+    np.testing.assert_allclose(other, naive, rtol=1e-12)
 
 
 def null_rejections(n: int, share: float, trials: int, n_splits: int, n_boot: int, seed0: int) -> dict:

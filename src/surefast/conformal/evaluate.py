@@ -18,7 +18,7 @@ from surefast.conformal.bootstrap import bootstrap_metrics
 from surefast.conformal.calibrate import min_calibration_size
 from surefast.conformal.inputs import check_alphas, check_labels, check_probs
 from surefast.conformal.scores import ScoreConfig, get_score
-from surefast.conformal.splits import METRICS, N_OPTIONS, split_indices, split_metrics, split_uniforms
+from surefast.conformal.splits import METRICS, N_OPTIONS, SCALAR_METRICS, split_indices, split_metrics, split_uniforms
 from surefast.errors import SurefastError
 
 SPLITS, BOOTSTRAP = "splits", "bootstrap"  # the two kinds of rows (the store's `resampling` column)
@@ -51,14 +51,18 @@ class SplitResults:
         ``split`` indexes the random split for ``resampling == "splits"`` and the bootstrap
         replicate for ``"bootstrap"``.
         """
-        out = self._rows(self.values, SPLITS)
-        return out if self.boot is None else out + self._rows(self.boot, BOOTSTRAP)
+        out = self._rows(self.values, SPLITS, self.metrics)
+        if self.boot is None:
+            return out
+        # Replicates of the scalar metrics only: intervals are drawn for those, and the
+        # histogram metrics would triple the stored rows.
+        scalar = tuple(m for m in self.metrics if m in SCALAR_METRICS)
+        index = [self.metrics.index(m) for m in scalar]
+        return out + self._rows(self.boot[..., index], BOOTSTRAP, scalar)
 
-    def _rows(self, values: np.ndarray, resampling: str) -> list[dict[str, Any]]:
+    def _rows(self, values: np.ndarray, resampling: str, metrics: tuple[str, ...]) -> list[dict[str, Any]]:
         n = values.shape[2]
-        keys = (
-            (fn, al, sp, me) for fn in self.score_fns for al in self.alphas for sp in range(n) for me in self.metrics
-        )
+        keys = ((fn, al, sp, me) for fn in self.score_fns for al in self.alphas for sp in range(n) for me in metrics)
         return [
             {"score_fn": fn, "alpha": al, "split": sp, "metric": me, "value": v, "resampling": resampling}
             for (fn, al, sp, me), v in zip(keys, values.reshape(-1).tolist(), strict=True)
@@ -133,8 +137,8 @@ def evaluate(
     registry names (:data:`~surefast.conformal.scores.SCORES`) or score configs; all ``alphas``
     are done in one pass on the same splits. Returns one dict per (score_fn, alpha, split,
     metric) with keys ``score_fn, alpha, split, metric, value, resampling`` (``"splits"``);
-    with ``n_boot > 0`` also one per (score_fn, alpha, replicate, metric) with ``resampling``
-    ``"bootstrap"`` and the replicate in ``split`` (:mod:`surefast.conformal.bootstrap`: the
+    with ``n_boot > 0`` also one per (score_fn, alpha, replicate, scalar metric) with
+    ``resampling`` ``"bootstrap"`` and the replicate in ``split`` (:mod:`surefast.conformal.bootstrap`: the
     rows whose spread is the item-sampling uncertainty). Metrics are listed in
     :data:`METRICS` (see docs/conformal.md), NaN where undefined (e.g. ``coverage_at_size_s``
     when no test item has a set of size ``s``). ``fill_empty=True`` puts the top option into
