@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -54,3 +56,60 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present on this machine")
     return SHARED_DATA
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., SimpleNamespace]:
+    """Run ``surefast ARGS`` in this process: (return code, stdout, stderr)."""
+    from surefast.cli import main
+
+    def go(*args: str) -> SimpleNamespace:
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return go
+
+
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], AbstractContextManager[None]]:
+    """``with full_disk(errno):`` every atomic write (surefast.atomic) fails with that errno."""
+    from surefast import atomic
+
+    class FullDisk:  # stands in for open(): the file opens, every write fails
+        code = 0
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *args: Any) -> None:
+            return None
+
+        def write(self, data: bytes) -> int:
+            raise OSError(self.code, os.strerror(self.code))
+
+    @contextmanager
+    def patched(code: int) -> Iterator[None]:
+        with monkeypatch.context() as patch:
+            patch.setattr(FullDisk, "code", code)
+            patch.setattr(atomic, "open", FullDisk, raising=False)
+            yield
+
+    return patched
+
+
+@pytest.fixture
+def index(tmp_path, monkeypatch):
+    """A local wheel folder standing in for PyPI; the machine's pip config is ignored."""
+    folder = tmp_path / "index"
+    folder.mkdir()
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("SUREFAST_PIP_ARGS", f"--no-index --find-links {folder}")
+    return folder

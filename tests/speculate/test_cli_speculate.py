@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
 
-from surefast.cli import main
 from surefast.cli.speculate import explain_divergence, parse_options, sparkline, stats_table
 from surefast.errors import SurefastError
 from surefast.speculate import speculative_generate
@@ -16,19 +14,9 @@ from surefast.speculate.divergence import Divergence
 
 
 @pytest.fixture
-def run(capsys):
+def run(cli):
     """Run ``surefast speculate ARGS`` in this process: (return code, stdout, stderr)."""
-
-    def go(*args: str) -> SimpleNamespace:
-        try:
-            main(["speculate", *args])
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
-
-    return go
+    return lambda *args: cli("speculate", *args)
 
 
 def test_speculate_streams_and_compares_with_the_target(run, tmp_path):

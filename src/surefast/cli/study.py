@@ -73,7 +73,10 @@ def job_seconds(plan: StudyPlan, comp: CompressionSpec, est: Estimate) -> tuple[
 def print_cells(plan: StudyPlan, run: Run | None, estimates: dict[str, Estimate] | None) -> None:
     shape = f"{len(plan.jobs())} jobs x {len(plan.bench.tasks)} tasks x {len(plan.bench.strategies)} strategies"
     table = Table(title=escape(f"study {plan.name} ({plan.run_id}): {shape}, n={plan.bench.n}"))
-    for col in ("model", "compression", "method options", "est. scoring + compression", "status"):
+    # Model specs and labels are what a user types next (study/report commands): never cut them.
+    table.add_column("model", no_wrap=True, min_width=max(len(m) for m in plan.models))
+    table.add_column("compression", no_wrap=True, min_width=max(len(c.label) for c in plan.compressions))
+    for col in ("method options", "est. scoring + compression", "status"):
         table.add_column(col)
     total = [0.0, 0.0]
     for model, comp in plan.jobs():
