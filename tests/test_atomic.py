@@ -109,3 +109,32 @@ def test_write_errors_are_one_line(tmp_path: Path, code: int, message: str) -> N
 def test_write_errors_let_other_faults_through(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="Input/output"), write_errors(tmp_path):
         raise OSError(errno.EIO, "Input/output error")
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_report_export_and_compressed_folder_writes_are_one_line(tmp_path, monkeypatch, code):
+    # Every place surefast writes a user-visible file says "disk full" / "read-only" in one line.
+    from surefast.bench.report import build_report
+    from surefast.bench.store import Store
+    from surefast.compress.saved import save_compressed
+
+    store = Store(tmp_path / "results")
+    run = store.create_run({"kind": "bench"})
+    row = {"model": "m", "task": "mmlu", "strategy": "s", "score_fn": "lac", "alpha": 0.1, "split": 0}
+    run.write_part("m|dense|mmlu|s", [dict(row, metric="accuracy", value=0.5)])
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(self))
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    monkeypatch.setattr(Path, "write_bytes", refuse)
+    with pytest.raises(SurefastError, match="disk full|read-only"):
+        build_report(store, [run.run_id], tmp_path / "report")
+
+    class Model:
+        def save_pretrained(self, out):
+            raise OSError(code, os.strerror(code), str(out))
+
+    monkeypatch.setattr("surefast.compress.saved.fuse_experts_", lambda model: False)
+    with pytest.raises(SurefastError, match="disk full|read-only"):
+        save_compressed(Model(), None, None, tmp_path / "out")

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from surefast.atomic import write_errors
 from surefast.bench.runner import STRATEGIES, BenchConfig, estimate, run_bench, start_run, summary
 from surefast.bench.store import Store
 from surefast.cli.progress import progress_bar
@@ -191,17 +192,20 @@ def export(
         table = summary(results_store, run_obj.run_id)
         header = ["model", "compression", "task", "alpha", "accuracy", "coverage", "mean_set_size", "uacc"]
         data = [[r.get(h, "") for h in header] for r in table]
-    if out.suffix == ".csv":
-        with out.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            writer.writerows(data)
-    elif out.suffix == ".md":
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |" for row in data]
-        out.write_text("\n".join(lines) + "\n")
-    else:
+    if out.suffix not in (".csv", ".md"):
         raise SurefastError(f"unknown export format {out.suffix!r}", "use a .csv or .md file name")
+    with write_errors(out.parent):
+        if out.suffix == ".csv":
+            with out.open("w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(header)
+                writer.writerows(data)
+        else:
+            lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += [
+                "| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |" for row in data
+            ]
+            out.write_text("\n".join(lines) + "\n")
     console.print(f"wrote {len(data)} rows to {out}", markup=False)
 
 

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from surefast.atomic import write_errors
 from surefast.cli.options import cap_new_tokens, parse_options
 from surefast.cli.progress import progress_bar, write_verbatim
 from surefast.errors import SurefastError
@@ -275,8 +276,9 @@ def speculate(
             "policy": method,
             "options": {k: repr(v) for k, v in overrides.items()},
         }
-        stats_json.parent.mkdir(parents=True, exist_ok=True)
-        stats_json.write_text(json.dumps(payload, indent=2))
+        with write_errors(stats_json.parent):
+            stats_json.parent.mkdir(parents=True, exist_ok=True)
+            stats_json.write_text(json.dumps(payload, indent=2))
         console.print(f"statistics written to {stats_json}", markup=False, highlight=False, soft_wrap=True)
 
 

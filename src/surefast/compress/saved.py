@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from surefast.atomic import write_errors
 from surefast.compress.api import (
     CompressionConfig,
     CompressionResult,
@@ -30,16 +31,17 @@ JSON_NAME = "surefast_compression.json"
 def save_compressed(model: Any, tokenizer: Any, result: CompressionResult, out_dir: str | Path) -> Path:
     """Write ``model`` (fused back to its original module layout), ``tokenizer`` and the JSON."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fused = fuse_experts_(model)
-    try:
-        model.save_pretrained(out)
-    finally:
-        if fused:
-            unfuse_experts_(model)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out)
-    (out / JSON_NAME).write_text(json.dumps(result.to_json(), indent=1, default=str))
+    with write_errors(out):  # a full disk or a read-only folder is one line, not a traceback
+        out.mkdir(parents=True, exist_ok=True)
+        fused = fuse_experts_(model)
+        try:
+            model.save_pretrained(out)
+        finally:
+            if fused:
+                unfuse_experts_(model)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
+        (out / JSON_NAME).write_text(json.dumps(result.to_json(), indent=1, default=str))
     return out
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from surefast.atomic import write_errors
 from surefast.bench.analysis import CellKey, cells_from_rows, decoupling, deltas, sweep_jump
 from surefast.bench.analysis.cells import ALL_TASKS, Cell, Cells
 from surefast.bench.analysis.deltas import SPLITS_ONLY, Z95, Delta, unpaired
@@ -108,10 +109,6 @@ def build_report(store: Store, run_ids: list[str], out_dir: Path, title: str = "
                     "with everything else); add e.g. qwen2.5-coder-1.5b-instruct beside the 0.5B model.")  # fmt: skip
     sections.insert(0, Section("Findings", "<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in text) + "</ul>",
                                "\n".join(f"- {t}" for t in text)))  # fmt: skip
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for section in sections:
-        for name, png in section.images:
-            (out_dir / name).write_bytes(png)
     intro = (
         f"Runs: {', '.join(run_ids)}. Metrics at alpha = {alpha:g}, averaged over prompt strategies, conformal "
         "scores (LAC, APS) and random calibration/test splits. Acc = accuracy, Cov = coverage, SS = mean "
@@ -120,9 +117,14 @@ def build_report(store: Store, run_ids: list[str], out_dir: Path, title: str = "
     )
     body = "".join(f"<section><h2>{html.escape(s.title)}</h2>{s.html}</section>" for s in sections)
     page = _PAGE.format(title=html.escape(title), intro=html.escape(intro), body=body)
-    (out_dir / "report.html").write_text(page)
     md = f"# {title}\n\n{intro}\n\n" + "\n\n".join(f"## {s.title}\n\n{s.markdown}" for s in sections) + "\n"
-    (out_dir / "report.md").write_text(md)
+    with write_errors(out_dir):  # a full disk or a read-only folder is one line, not a traceback
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for section in sections:
+            for name, png in section.images:
+                (out_dir / name).write_bytes(png)
+        (out_dir / "report.html").write_text(page)
+        (out_dir / "report.md").write_text(md)
     return out_dir / "report.html"
 
 
