@@ -40,8 +40,8 @@ from _common import SHARED_DATA, write_result
 
 from surefast.models.chat import encode_chat
 from surefast.speculate import POLICY_CONFIGS, policy_config
-from surefast.speculate.api import METHODS, load_pair, speculative_generate
-from surefast.speculate.divergence import divergence
+from surefast.speculate.api import METHODS, load_pair
+from surefast.speculate.compare import decode, judge, warm
 from surefast.speculate.tune import interp, tune_budget, verify_time_curve
 
 TARGETS = {"sage_vs_ar": 2.0, "sage_vs_hf_assisted": 1.25, "sage_acceptance_vs_static_tree": 1.1}
@@ -72,17 +72,20 @@ def method_configs(methods: list[str], budget: int) -> dict[str, Any]:
 def measure(
     args: argparse.Namespace, target: Any, draft: Any, tasks: dict[str, list[torch.Tensor]], configs: dict[str, Any]
 ) -> list[dict]:
-    """One row per (task, prompt, method): median speed over repeats, acceptance, equality with ``ar``."""
+    """One row per (task, prompt, method): median speed over repeats, acceptance, equality with ``ar``.
+
+    The harness of ``surefast speculate`` (:mod:`surefast.speculate.compare`) in pieces: every
+    method interleaves with the others on each prompt, so each is warmed up once, run through
+    :func:`decode` and judged against ``ar``'s first run afterwards.
+    """
     methods = args.methods.split(",")
 
     def gen(method: str, ids: torch.Tensor, n: int) -> Any:
-        return speculative_generate(
-            target.model, draft.model, ids, method=method, policy=configs[method], max_new_tokens=n
-        )
+        return decode(target.model, draft.model, ids, method, policy=configs[method], max_new_tokens=n)
 
     first = next(iter(tasks.values()))[0]
-    for m in methods:  # warm-up (allocations, kernels), not measured
-        gen(m, first, 8)
+    for m in methods:  # allocations and kernels, not measured
+        warm(target.model, draft.model, first, m, policy=configs[m])
     rows, k = [], 0
     for task, prompts in tasks.items():
         for i, ids in enumerate(prompts):
@@ -91,7 +94,7 @@ def measure(
                 k += 1
                 for m in methods[k % len(methods) :] + methods[: k % len(methods)]:
                     runs[m].append(gen(m, ids, args.max_new_tokens))
-            ref = runs["ar"][0].tokens if "ar" in runs else None
+            ref = runs["ar"][0] if "ar" in runs else None
             for m in methods:
                 out = runs[m][0]
                 row = out.stats.summary()
@@ -102,9 +105,10 @@ def measure(
                     repeats_e2e_tokens_per_s=[o.stats.e2e_tokens_per_s for o in runs[m]],
                 )
                 if ref is not None:
-                    div = divergence(target.model, ids, out.tokens, ref)
-                    row["identical_to_ar"] = div is None
-                    if div is not None and div.position < len(ref):
+                    check = judge(target.model, ids, out, ref)
+                    row["identical_to_ar"] = check.identical
+                    div = check.divergence
+                    if div is not None and div.position < len(ref.tokens):
                         row["divergence"] = {"position": div.position, "top2_margin": div.top2_margin}
                 if m in ("sage", "dynamic", "static-tree"):
                     row["accepted"] = out.stats.accepted_lengths

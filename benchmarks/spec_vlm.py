@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
 from surefast.speculate import POLICY_CONFIGS
-from surefast.speculate.vlm import PruneConfig, VisualInputs, prepare_inputs, vlm_decoder, vlm_target_generate
+from surefast.speculate.compare import decode
+from surefast.speculate.vlm import PruneConfig, VisualInputs, prepare_inputs
 from surefast.speculate.vlm.datasets import VLMItem, load_vlm_dataset
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -92,10 +93,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def gen(config: tuple[str, float], inp: VisualInputs, n: int) -> Any:
         method, ratio = config
-        if method == "ar":
-            return vlm_target_generate(target, inp, max_new_tokens=n, eos_token_id=eos), None
-        dec = vlm_decoder(target, draft, inp, method=method, prune=PruneConfig(ratio, args.attention_share))
-        return dec.generate(inp.input_ids, n, eos), dec.draft.last_prune
+        prune = PruneConfig(ratio, args.attention_share)
+        out = decode(target, draft, inp, method, max_new_tokens=n, eos_token_id=eos, prune=prune)
+        return out, out.prune
 
     prepared = []
     for item in items:

@@ -16,11 +16,11 @@ import time
 import torch
 
 from surefast.compress import heldout_text
-from surefast.compress.arch import arch_facts
 from surefast.compress.calibration_data import CalibrationConfig, calibration_ids, tokenize_windows
 from surefast.compress.quant.rotation import fuse_norms_, untie_lm_head_
 from surefast.compress.quant.spinquant import SpinQuantConfig, _Rotated, learn_rotations
 from surefast.models import load_model
+from surefast.models.arch import arch_facts
 
 
 def main(lrs: list[float], steps_list: list[int]) -> None:

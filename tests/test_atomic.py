@@ -128,7 +128,7 @@ def test_report_export_and_compressed_folder_writes_are_one_line(tmp_path, monke
 
     monkeypatch.setattr(Path, "write_text", refuse)
     monkeypatch.setattr(Path, "write_bytes", refuse)
-    with pytest.raises(SurefastError, match="disk full|read-only"):
+    with pytest.raises(SurefastError, match=r"disk full|read-only"):
         build_report(store, [run.run_id], tmp_path / "report")
 
     class Model:
@@ -136,5 +136,5 @@ def test_report_export_and_compressed_folder_writes_are_one_line(tmp_path, monke
             raise OSError(code, os.strerror(code), str(out))
 
     monkeypatch.setattr("surefast.compress.saved.fuse_experts_", lambda model: False)
-    with pytest.raises(SurefastError, match="disk full|read-only"):
+    with pytest.raises(SurefastError, match=r"disk full|read-only"):
         save_compressed(Model(), None, None, tmp_path / "out")

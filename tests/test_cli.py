@@ -30,7 +30,7 @@ def test_models_list_shows_the_registry():
 )
 def test_errors_are_one_line_without_traceback(args, message):
     out = run(*args)
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
     assert out.stderr.startswith("error:")
 
@@ -51,4 +51,4 @@ def test_compress_takes_any_config_field_as_an_option(tmp_path):
     assert config["act_order"] is False and config["damp"] == 0.05 and config["clip_search"] is True
     bad = run("compress", "--model", "tiny:llama@1", "--method", "gptq", "--out", str(tmp_path / "n"),
               "-o", "clip_serch=True")  # fmt: skip
-    assert bad.returncode == 1 and "did you mean 'clip_search'" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "did you mean 'clip_search'" in bad.stderr and "Traceback" not in bad.stderr

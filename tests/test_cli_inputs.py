@@ -66,7 +66,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_bench_run_refuses_bad_flags_before_the_model_loads(capsys, no_model, isolated_home, flags, names):
     code, _, err = cli(capsys, "bench", "run", *SMALL, *flags)
-    assert code == 1 and err.startswith("error: ") and names in err, err
+    assert code == 2 and err.startswith("error: ") and names in err, err
     assert "Traceback" not in err and err.count("error:") == 1
     assert not (isolated_home / "results").exists()  # no run was created
 
@@ -122,7 +122,7 @@ def test_bench_prompt_shows_an_item_of_a_small_n(capsys, tmp_path):
 def test_bench_prompt_refuses_an_item_outside_n(capsys, tmp_path, item):
     data = mmlu_folder(tmp_path / "data", mmlu_rows(30))
     code, _, err = cli(capsys, "bench", "prompt", "--model", MODEL, "--n", "10", "--item", item, "--data", str(data))
-    assert code == 1 and err.startswith(f"error: --item {item} is outside 0..9"), err
+    assert code == 2 and err.startswith(f"error: --item {item} is outside 0..9"), err
 
 
 # --- compress: method, options and calibration sizes checked before the model loads ---------------------------
@@ -140,14 +140,14 @@ def test_bench_prompt_refuses_an_item_outside_n(capsys, tmp_path, item):
     ],
 )
 def test_compress_refuses_bad_input_before_the_model_loads(capsys, monkeypatch, tmp_path, flags, names):
-    import surefast.compress.saved
+    import surefast.cli.compress
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the model was loaded for bad input")
 
-    monkeypatch.setattr(surefast.compress.saved, "compress_model", refuse)
+    monkeypatch.setattr(surefast.cli.compress, "compress_model", refuse)
     code, _, err = cli(capsys, "compress", "--model", MODEL, "--out", str(tmp_path / "out"), *flags)
-    assert code == 1 and err.startswith("error: ") and names in err, err
+    assert code == 2 and err.startswith("error: ") and names in err, err
     assert not (tmp_path / "out").exists()
 
 
@@ -157,7 +157,7 @@ def test_compress_refuses_bad_input_before_the_model_loads(capsys, monkeypatch, 
 def test_skip_malformed_flag_skips_and_reports(capsys, tmp_path, isolated_home):
     data = mmlu_folder(tmp_path / "data", [*mmlu_rows(10), "{not json", *mmlu_rows(20)[10:]])
     code, _, err = cli(capsys, "bench", "run", *SMALL, "--n", "18", "--data", str(data))
-    assert code == 1 and "malformed mmlu row" in err and "--skip-malformed" in err, err
+    assert code == 2 and "malformed mmlu row" in err and "--skip-malformed" in err, err
     assert not (isolated_home / "results").exists()  # found while estimating, before the run is created
 
     code, out, err = cli(capsys, "bench", "run", *SMALL, "--n", "18", "--data", str(data), "--skip-malformed")

@@ -34,14 +34,14 @@ def test_model_text_is_printed_verbatim(cli, monkeypatch, command):
 @pytest.mark.parametrize("policy", ["ar", "hf-assisted", "sage"])
 def test_speculate_prints_model_text_verbatim(cli, monkeypatch, tmp_path, policy):
     """The transformers methods went through ``console.print``; the engine's stream must stay verbatim too."""
-    import surefast.cli.speculate as speculate
+    import surefast.speculate.api as api
     from surefast.models.tiny import tiny_tokenizer
     from surefast.speculate.engine import SpeculativeDecoder
     from surefast.speculate.stats import SpecStats
 
     # The tiny tokenizer is byte-level: decode(encode(text)) == text, so the "model" writes MODEL_TEXT.
     tokens = tiny_tokenizer()(MODEL_TEXT, add_special_tokens=False)["input_ids"]
-    real_generate = speculate.speculative_generate
+    real_generate = api.hf_generate  # what the harness runs for ar and hf-assisted
 
     def fake_generate(*args, **kwargs):
         out = real_generate(*args, **kwargs)
@@ -52,7 +52,7 @@ def test_speculate_prints_model_text_verbatim(cli, monkeypatch, tmp_path, policy
         yield tokens[:5]
         yield tokens[5:]
 
-    monkeypatch.setattr(speculate, "speculative_generate", fake_generate)
+    monkeypatch.setattr(api, "hf_generate", fake_generate)
     monkeypatch.setattr(SpeculativeDecoder, "stream", fake_stream)
     pair = ("--target", "tiny:llama@0", "--draft", "tiny:llama@0", "--dtype", "fp32")
     stats = tmp_path / "[/x]" / "stats.json"
@@ -83,13 +83,13 @@ def test_error_message_and_hint_are_printed_verbatim_on_one_line_each(cli, monke
 
     monkeypatch.setattr(demo, "parse_spec", bad_spec)
     out = cli("generate", "hi")
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert out.stderr == f"error: {message}\nhint: {hint}\n"  # no MarkupError, no traceback, no wrapping
 
 
 def test_a_path_with_markup_in_an_error(cli):
     out = cli("generate", "--model", "models/[/x]/m.gguf", "hi")
-    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "models/[/x]/m.gguf" in out.stderr and out.stderr.startswith("error:")
 
 
@@ -210,7 +210,7 @@ def test_speculate_refuses_bad_images_before_loading_models(cli, tmp_path, no_mo
     for name, problem in _bad_images(tmp_path).items():
         pair = ("--target", "tiny:qwen2_5_vl@0", "--draft", "tiny:qwen2_5_vl@1")
         out = cli("speculate", "what is this?", *pair, "--image", str(tmp_path / name))
-        assert out.returncode == 1, (name, out.stderr)
+        assert out.returncode == 2, (name, out.stderr)
         assert out.stderr.startswith(f"error: image {tmp_path / name} {problem}\n"), out.stderr
         assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 2
 

@@ -109,7 +109,7 @@ def test_bench_show_of_a_run_without_results_says_so(tmp_path, capsys) -> None:
     run.update_meta(status="failed", error="disk full")
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "show", run.run_id, "--store", str(store.root)])
-    assert exit_.value.code == 1
+    assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "has no results (status: failed; error: disk full)" in err
 

@@ -177,7 +177,7 @@ def test_study_run_of_a_bad_plan_prints_one_line_and_starts_nothing(tmp_path, mo
     path.write_text("models: [tiny:llama]\ntasks: [mmlu]\ncompressions: [dense, {label: x, method: rnt}]\n")
     with pytest.raises(SystemExit) as exit_:
         main(["study", "run", str(path), "--no-estimate"])
-    assert exit_.value.code == 1
+    assert exit_.value.code == 2
     err = capsys.readouterr().err
     text = " ".join(err.split())  # Rich wraps at 80 columns when stderr is not a terminal
     assert text.startswith(f"error: {path}: compressions[1]") and "did you mean 'rtn'" in text

@@ -66,7 +66,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 1 and err.startswith("error:") and "Traceback" not in err, err
+    assert code == 2 and err.startswith("error:") and "Traceback" not in err, err
     assert len(err.strip().splitlines()) <= 2, err  # error + hint
     for needle in needles:
         assert needle in " ".join(err.split()), err

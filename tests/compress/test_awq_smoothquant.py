@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from surefast.compress import compress_
-from surefast.compress.arch import decoder_layers
 from surefast.compress.quant.awq import AWQConfig, awq_search
 from surefast.compress.quant.fake import fake_quant_tokens, fake_quant_weight
 from surefast.compress.quant.rtn import RTNConfig
 from surefast.compress.quant.smoothquant import SmoothQuantConfig, smooth_scales
+from surefast.models.arch import decoder_layers
 from surefast.models.tiny import TEXT_ARCHITECTURES
 
 

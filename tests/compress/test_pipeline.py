@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from surefast.compress import CompressionConfig, Method, compress_, make_config, register
-from surefast.compress.arch import ARCH_FACTS, arch_facts, decoder_layers, fuse_experts_, get, unfuse_experts_
+from surefast.compress.arch import fuse_experts_, unfuse_experts_
 from surefast.errors import SurefastError
+from surefast.models.arch import ARCH_FACTS, arch_facts, decoder_layers, get
 from surefast.models.tiny import TEXT_ARCHITECTURES
 
 

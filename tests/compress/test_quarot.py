@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from surefast.compress import compress_
-from surefast.compress.arch import decoder_layers
 from surefast.compress.quant.quarot import QuaRotConfig
 from surefast.compress.quant.rtn import RTNConfig
+from surefast.models.arch import decoder_layers
 from surefast.models.tiny import TEXT_ARCHITECTURES
 
 

@@ -24,8 +24,9 @@ def test_quarot_rotation_exact_on_real_model(real_home, name) -> None:  # type: 
 def test_gptq_real_model_saves_and_reloads(real_home, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from transformers import AutoModelForCausalLM
 
+    from surefast.cli.compress import compress_model
     from surefast.compress.calibration_data import CalibrationConfig
-    from surefast.compress.saved import apply_saved_compression_, compress_model
+    from surefast.compress.saved import apply_saved_compression_
 
     cfg = make_config("rtn", bits=4, group_size=128, act_bits=8)
     result = compress_model(

@@ -88,7 +88,8 @@ def test_spinquant_gemma_reloads_with_learned_norm_rotation(tiny, tiny_tok, cali
 
 def test_compress_model_entry_point(tmp_path, probe_ids) -> None:  # type: ignore[no-untyped-def]
     """What `surefast compress --model tiny:llama --method gptq ...` calls."""
-    from surefast.compress import CalibrationConfig, compress_model
+    from surefast.cli.compress import compress_model
+    from surefast.compress import CalibrationConfig
 
     seen: list[str] = []
     cfg = make_config("gptq", bits=4, group_size=32)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from surefast.compress import compress_
-from surefast.compress.arch import arch_facts
 from surefast.compress.quant.rotation import fuse_norms_, untie_lm_head_
 from surefast.compress.quant.spinquant import SpinQuantConfig, cayley, learn_rotations
+from surefast.models.arch import arch_facts
 
 
 def test_cayley_is_orthogonal() -> None:

@@ -11,8 +11,8 @@ import pytest
 
 from models.fakes import make_wheel
 from surefast.data import TASKS, TaskConfig, load_task, packages
+from surefast.data.base import data_dir
 from surefast.data.packages import DataFile, DataPackage
-from surefast.data.sources import data_dir
 from surefast.errors import SurefastError
 
 from .fixtures import data_folder, dialogue_rows, jsonl, mmlu_rows, summary_rows

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from surefast.errors import SurefastError
+from surefast.models.arch import decoder_body
 from surefast.scoring import CacheKey, ScoreStore, ScoringConfig, score_items, scores_dir
-from surefast.scoring.arch import decoder_body
 
 from .helpers import make_items, make_prompt
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 import transformers
 
+from surefast.models.arch import decoder_body
 from surefast.models.tiny import TEXT_ARCHITECTURES, TINY_ARCHITECTURES, VLM_ARCHITECTURES, tiny_config
 from surefast.scoring import ScoringConfig, score_items, score_items_reference
-from surefast.scoring.arch import LetterHead, decoder_body
+from surefast.scoring.arch import LetterHead
 from surefast.scoring.batching import encode_prefix, plan_batches
 
 from .helpers import make_items, make_prompt

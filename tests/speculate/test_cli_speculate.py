@@ -90,7 +90,7 @@ def test_speculate_hf_assisted_without_comparison(run):
 )
 def test_speculate_errors_are_one_line(run, args, message):
     out = run("hi", "--target", "tiny:llama@0", "--draft", "tiny:llama@1", *args)
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
 
 
@@ -129,7 +129,49 @@ def test_speculate_vlm_with_an_image(run, tmp_path, arch):
     assert out.returncode == 0, out.stderr
     assert "same output" in out.stdout and "visual tokens" in out.stderr
     missing = run("hi", "--target", f"tiny:{arch}@0", "--draft", f"tiny:{arch}@1", "--image", "nope.png")
-    assert missing.returncode == 1 and "nope.png not found" in missing.stderr
+    assert missing.returncode == 2 and "nope.png not found" in missing.stderr
+
+
+@pytest.fixture
+def harness_calls(monkeypatch):
+    """The (args, kwargs) of every call the command makes to the library's ``compare`` (which still runs)."""
+    import surefast.cli.speculate as speculate
+
+    calls = []
+    real = speculate.compare
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(speculate, "compare", spy)
+    return calls
+
+
+@pytest.mark.parametrize(("flags", "both"), [(("--seed", "4"), True), (("--seed", "4", "--no-compare"), False)])
+def test_the_command_runs_the_library_harness(run, harness_calls, flags, both):
+    """``surefast speculate`` is argument handling and printing around one call of ``compare``."""
+    pair = ("--target", "tiny:llama@0", "--draft", "tiny:llama@1", "--dtype", "fp32", "--max-new-tokens", "5")
+    out = run("hi", *pair, "--policy", "chain", *flags)
+    assert out.returncode == 0, out.stderr
+    ((args, kwargs),) = harness_calls
+    assert args[3] == "chain" and kwargs["seed"] == 4 and kwargs["max_new_tokens"] == 5 and kwargs["prune"] is None
+    assert kwargs["warm_up"] is both and kwargs["baseline"] is both and ("speed-up" in out.stdout) is both
+
+
+def test_an_image_prompt_runs_the_same_harness(run, harness_calls, tmp_path):
+    """Visual prompts go through ``compare`` too, warm-up included (before, only text prompts were warmed up)."""
+    import numpy as np
+    from PIL import Image
+
+    from surefast.speculate.vlm import VisualInputs
+
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    pair = ("--target", "tiny:qwen2_5_vl@0", "--draft", "tiny:qwen2_5_vl@1", "--dtype", "fp32")
+    out = run("what?", *pair, "--image", str(tmp_path / "x.png"), "--prune-ratio", "0.5", "--max-new-tokens", "4")
+    assert out.returncode == 0, out.stderr
+    ((args, kwargs),) = harness_calls
+    assert isinstance(args[2], VisualInputs) and kwargs["prune"].ratio == 0.5 and kwargs["warm_up"] is True
 
 
 @pytest.fixture
@@ -173,7 +215,7 @@ def no_model_load(monkeypatch):
 )
 def test_speculate_bad_options_are_one_line_before_any_model_loads(run, no_model_load, args, message):
     out = run("hi", "--target", "tiny:llama@0", "--draft", "tiny:llama@1", *args)
-    assert out.returncode == 1, out.stderr
+    assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("error: ") and message in out.stderr.splitlines()[0], out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) <= 2
 
@@ -181,7 +223,7 @@ def test_speculate_bad_options_are_one_line_before_any_model_loads(run, no_model
 def test_speculate_max_width_zero_is_one_line(run, no_model_load):
     """Issue 14, section 4: ``surefast speculate -o max_width=0 "hi"`` ended in SageConfig's ValueError."""
     out = run("hi", "-o", "max_width=0")
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert out.stderr.startswith("error: sage option max_width=0: must be a whole number >= 1\nhint: ")
     assert "Traceback" not in out.stderr and "ValueError" not in out.stderr
 
@@ -214,4 +256,4 @@ def test_speculate_stops_at_the_context(run, tmp_path, short_context, policy):
 
 def test_speculate_refuses_a_prompt_that_fills_the_context(run, short_context):
     out = run("x" * 60, "--target", "tiny:llama@0", "--draft", "tiny:llama@0", "--dtype", "fp32")
-    assert out.returncode == 1 and "no new token fits" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "no new token fits" in out.stderr and "Traceback" not in out.stderr

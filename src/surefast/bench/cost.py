@@ -2,7 +2,7 @@
 
 Compression time is counted in *forward-token equivalents*: the number of tokens the
 uncompressed model could prefill in the same time on the same machine. Dividing by the
-throughput measured here (:func:`surefast.bench.runner.measure_tokens_per_s`) turns it into
+throughput measured here (:func:`measure_tokens_per_s`) turns it into
 seconds, which carries the estimate across machines and, to first order, across model sizes
 (both scale with the parameter count). Each method costs a fixed amount (its own arithmetic:
 Hessian factorisations, column sweeps, rotations, searches) plus three passes over the
@@ -18,7 +18,13 @@ SparseGPT's factorisations grow with the cube of the layer width, faster than th
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the runner and the models stay unimported until a measurement runs
+    from surefast.bench.runner import BenchConfig
+    from surefast.models import LoadedModel
 
 # forward-token equivalents per method (its own arithmetic, not the calibration passes)
 FIXED_TOKENS = {
@@ -57,3 +63,48 @@ def compression_seconds(method: str | None, options: dict[str, Any], calibration
     if uses_data(method, options):
         tokens += CALIBRATION_PASSES * calibration_tokens
     return tokens / tokens_per_s
+
+
+@dataclass(frozen=True)
+class Estimate:
+    items: int
+    tokens: int  # shared prefixes once per unit + every item's own tokens
+    tokens_per_s: float  # measured on this machine with a probe forward
+    seconds: float
+
+
+def measure_tokens_per_s(loaded: LoadedModel, batch: int = 2, length: int = 256) -> float:
+    """Prefill throughput of the model here: the best of two timed forwards of [batch, length]
+    after a warm-up of the same shape (the first calls pay for allocation and kernel selection)."""
+    import torch
+
+    vocab = loaded.model.get_input_embeddings().weight.shape[0]
+    ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(0)).to(loaded.model.device)
+    times = []
+    with torch.inference_mode():
+        for _ in range(3):
+            start = time.perf_counter()
+            loaded.model(input_ids=ids)
+            times.append(time.perf_counter() - start)
+    return batch * length / min(times[1:])
+
+
+def estimate(loaded: LoadedModel, config: BenchConfig) -> Estimate:
+    """Tokens to score and the time they take here (an upper bound: cached logits cost nothing)."""
+    from surefast.bench.runner import task_config
+    from surefast.data import load_task
+    from surefast.prompts import PromptConfig, build_prompt
+
+    items = tokens = 0
+    tok = loaded.tokenizer
+    for task in config.tasks:
+        data = load_task(task, task_config(config, task))
+        for strategy in config.strategies:
+            prompt = build_prompt(
+                task, data.demos, tok, PromptConfig(strategy=strategy, n_shots=config.n_shots, chat=config.chat)
+            )
+            rest = tok([prompt.render(item) for item in data.items], add_special_tokens=False)["input_ids"]
+            tokens += len(tok(prompt.prefix, add_special_tokens=False)["input_ids"]) + sum(map(len, rest))
+            items += len(data.items)
+    speed = measure_tokens_per_s(loaded)
+    return Estimate(items, tokens, speed, tokens / speed)

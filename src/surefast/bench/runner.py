@@ -24,8 +24,8 @@ from surefast.bench.store import Run, Store
 from surefast.data.items import TASKS
 from surefast.errors import SurefastError
 from surefast.models import LoadedModel
+from surefast.prompts.build import STRATEGIES
 
-STRATEGIES = ("base", "shared", "task")
 UnitProgress = Callable[[str, int, int], None]  # (unit label, items done, items total)
 
 
@@ -289,46 +289,3 @@ def summary(store: Store, run_id: str, alpha: float | None = None) -> list[dict[
                 avg[metric] = float(np.mean(values))
         out.append(avg)
     return out
-
-
-@dataclass(frozen=True)
-class Estimate:
-    items: int
-    tokens: int  # shared prefixes once per unit + every item's own tokens
-    tokens_per_s: float  # measured on this machine with a probe forward
-    seconds: float
-
-
-def measure_tokens_per_s(loaded: LoadedModel, batch: int = 2, length: int = 256) -> float:
-    """Prefill throughput of the model here: the best of two timed forwards of [batch, length]
-    after a warm-up of the same shape (the first calls pay for allocation and kernel selection)."""
-    import torch
-
-    vocab = loaded.model.get_input_embeddings().weight.shape[0]
-    ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(0)).to(loaded.model.device)
-    times = []
-    with torch.inference_mode():
-        for _ in range(3):
-            start = time.perf_counter()
-            loaded.model(input_ids=ids)
-            times.append(time.perf_counter() - start)
-    return batch * length / min(times[1:])
-
-
-def estimate(loaded: LoadedModel, config: BenchConfig) -> Estimate:
-    """Tokens to score and the time they take here (an upper bound: cached logits cost nothing)."""
-    from surefast.data import load_task
-    from surefast.prompts import PromptConfig, build_prompt
-
-    items = tokens = 0
-    tok = loaded.tokenizer
-    for task in config.tasks:
-        data = load_task(task, task_config(config, task))
-        for strategy in config.strategies:
-            prompt = build_prompt(task, data.demos, tok, PromptConfig(strategy=strategy, n_shots=config.n_shots,
-                                                                      chat=config.chat))  # fmt: skip
-            rest = tok([prompt.render(item) for item in data.items], add_special_tokens=False)["input_ids"]
-            tokens += len(tok(prompt.prefix, add_special_tokens=False)["input_ids"]) + sum(map(len, rest))
-            items += len(data.items)
-    speed = measure_tokens_per_s(loaded)
-    return Estimate(items, tokens, speed, tokens / speed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import typer
@@ -19,6 +20,7 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 
+@functools.cache  # once per process: each call added every command again, and main() ran slower each time
 def _register() -> None:
     from surefast.cli import bench, compress, demo, models, report, speculate, study
 
@@ -32,8 +34,13 @@ def _register() -> None:
     app.command("speculate")(speculate.speculate)
 
 
+EXIT_USER_ERROR = 2  # a SurefastError: something the user can fix (click's usage errors exit 2 too)
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
+# Anything else (a bug) leaves with Python's own traceback and exit code 1.
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning :class:`SurefastError` into a one-line message."""
+    """Entry point: run the app, turning :class:`SurefastError` into a one-line message and exit code 2."""
     _register()
     try:
         app(args=argv, standalone_mode=True)
@@ -43,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(Text.assemble(("error:", "bold red"), " ", exc.message), soft_wrap=True)
         if exc.hint:
             err_console.print(Text.assemble(("hint:", "yellow"), " ", exc.hint), soft_wrap=True)
-        sys.exit(1)
+        sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: finished work is kept in the cache; run the command again to resume")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)

@@ -15,7 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from surefast.atomic import write_errors
-from surefast.bench.runner import STRATEGIES, BenchConfig, estimate, run_bench, start_run, summary
+from surefast.bench.cost import estimate
+from surefast.bench.runner import STRATEGIES, BenchConfig, run_bench, start_run, summary
 from surefast.bench.store import Store
 from surefast.cli.progress import progress_bar
 from surefast.data.items import TASKS

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -11,7 +11,46 @@ from rich.status import Status
 
 from surefast.models import parse_spec
 
+if TYPE_CHECKING:  # the compression layer is imported when a command runs, not for --help
+    import torch
+
+    from surefast.compress import CompressionConfig, CompressionResult
+    from surefast.compress.api import ProgressFn  # one line of text per step
+
 console = Console()
+
+
+def compress_model(
+    spec: str,
+    config: CompressionConfig,
+    calibration_config: Any = None,
+    out_dir: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str | None = None,
+) -> CompressionResult:
+    """Load ``spec``, compress it with ``config`` and (if ``out_dir``) save it: what the command runs."""
+    from surefast.compress import compress_, save_compressed
+    from surefast.models import load_model
+
+    loaded = load_model(spec, dtype=dtype, device=device, progress=None)
+    if progress:
+        progress(f"loaded {spec}")
+    result = compress_(
+        loaded.model,
+        config,
+        calibration_config,
+        tokenizer=loaded.tokenizer,
+        base_fingerprint=loaded.fingerprint,
+        progress=progress,
+    )
+    result.extra["model"] = spec
+    if out_dir is not None:
+        save_compressed(loaded.model, loaded.tokenizer, result, out_dir)
+        if progress:
+            progress(f"saved to {out_dir}")
+    return result
 
 
 def compress(
@@ -43,7 +82,6 @@ def compress(
     """Compress a model (defaults for every option come from the method's config)."""
     from surefast.cli.options import parse_options
     from surefast.compress import CalibrationConfig, make_config
-    from surefast.compress.saved import compress_model
 
     parse_spec(model)  # fail on a bad spec first
     options = {

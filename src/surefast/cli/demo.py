@@ -12,8 +12,8 @@ from rich.markup import escape
 from surefast.cli.options import cap_new_tokens
 from surefast.cli.progress import progress_bar, write_verbatim
 from surefast.models import DEFAULT_MODEL, load_model, parse_spec
+from surefast.models.arch import model_max_length
 from surefast.models.chat import encode_chat, greedy_answer
-from surefast.scoring.arch import model_max_length
 
 console = Console()
 err = Console(stderr=True)

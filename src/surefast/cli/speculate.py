@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -21,15 +22,20 @@ from rich.table import Table
 
 from surefast.atomic import write_errors
 from surefast.cli.options import cap_new_tokens, parse_options
-from surefast.cli.progress import progress_bar, write_verbatim
+from surefast.cli.progress import progress_bar
 from surefast.errors import SurefastError
 from surefast.models import parse_spec
-from surefast.scoring.arch import model_max_length
-from surefast.speculate.api import HF_METHODS, check_method, load_pair, speculative_generate, stream_text
-from surefast.speculate.divergence import Divergence, divergence
-from surefast.speculate.policies import POLICY_CONFIGS
+from surefast.models.arch import model_max_length
+from surefast.models.chat import encode_chat
+from surefast.speculate.api import HF_METHODS, TextStream, check_method, load_pair
+from surefast.speculate.compare import Comparison, Phase, compare
+from surefast.speculate.divergence import Divergence
+from surefast.speculate.policies import POLICY_CONFIGS, policy_config
 from surefast.speculate.stats import ConfigError, SpecStats
 from surefast.speculate.verify import SamplingConfig
+from surefast.speculate.vlm.generate import load_processor
+from surefast.speculate.vlm.inputs import VisualInputs, load_image, prepare_inputs
+from surefast.speculate.vlm.prune import PruneConfig
 
 console = Console()
 err = Console(stderr=True)
@@ -120,17 +126,6 @@ def stats_table(stats: SpecStats, baseline: SpecStats | None = None, identical: 
     return table
 
 
-def warm_up(target: Any, draft: Any, ids: torch.Tensor, method: str, config: Any, sampling: SamplingConfig) -> None:
-    """A few untimed tokens of ``method`` and of the target alone: the first forward of a model in a
-    process pays for allocations and kernel selection (about 6 s for the default pair on our CPU),
-    which would otherwise fall on whichever of the two timed runs goes first."""
-    gen = torch.Generator().manual_seed(0)
-    speculative_generate(target, draft, ids, method=method, policy=config, sampling=sampling, max_new_tokens=4,
-                         generator=gen)  # fmt: skip
-    if method != "ar":
-        speculative_generate(target, None, ids, method="ar", sampling=sampling, max_new_tokens=2, generator=gen)
-
-
 def explain_divergence(div: Divergence, dtype: str) -> str:
     """One line on where a greedy output left the target's own, and why."""
     where = f"the outputs part at new token {div.position}"
@@ -160,7 +155,7 @@ def speculate(
         bool | None,
         typer.Option("--chat/--no-chat", help="chat template (default: if the tokenizer has one)", show_default=False),
     ] = None,
-    compare: Annotated[
+    baseline: Annotated[
         bool, typer.Option("--compare/--no-compare", help="also run the target alone and print the speed-up")
     ] = True,
     image: Annotated[list[Path] | None, typer.Option(help="image file for a vision-language pair, repeatable")] = None,
@@ -173,104 +168,58 @@ def speculate(
     stats_json: Annotated[Path | None, typer.Option(help="write the full statistics (every step) to this file")] = None,
 ) -> None:
     """Speculative decoding of TARGET with DRAFT: stream the answer, then print the statistics."""
-    from surefast.models.chat import encode_chat
-    from surefast.speculate.engine import SpeculativeDecoder
-    from surefast.speculate.policies import policy_config
-
     method = check_method(policy)
     overrides = parse_options(option or [])
-    if overrides and method in HF_METHODS:
-        raise SurefastError(f"--option does not apply to {method!r}", "policy settings are for the engine's policies")
-    if method not in HF_METHODS:
-        check_option_names(method, overrides)
-    config = policy_config(method, **overrides) if method not in HF_METHODS else None
+    config = _policy_config(method, overrides)
     try:
         sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
     except ConfigError as exc:
         raise SurefastError(exc.message, "--temperature >= 0, --top-k >= 0, 0 < --top-p <= 1") from exc
-    for path in [*(image or []), *([video] if video else [])]:
-        if not path.exists():
-            raise SurefastError(
-                f"{path} not found", "--image takes an image file, --video a video file or frame folder"
-            )
-    pictures: list[Any] = []
-    if image:
-        from surefast.speculate.vlm.inputs import load_image
-
-        pictures = [load_image(path) for path in image]  # a bad file is refused before any model loads
+    pictures = _read_media(image or [], video)
     specs = parse_spec(target), parse_spec(draft)  # fail on a bad spec before any progress display
     with progress_bar(err) as progress:
         t, d = load_pair(specs[0], specs[1], dtype=dtype, progress=progress)
-    generator = torch.Generator().manual_seed(seed)
-    if image or video:
-        run_spec, run_ar, ids = _vlm_runs(t, d, prompt, pictures, video, method, config, prune_ratio, sampling,
-                                          generator, chat)  # fmt: skip
+    visual = bool(image or video)
+    if visual:
+        prompt_in: Any = _visual_prompt(t, prompt, pictures, video, chat)
+        ids = prompt_in.input_ids
     else:
-        ids = encode_chat(t.tokenizer, prompt, use_template=chat)
-
-        def run_spec() -> Any:
-            assert config is not None, "transformers' own methods are run by speculative_generate"
-            return SpeculativeDecoder(t.model, d.model, config, sampling, generator)
-
-        def run_ar(limit: int) -> Any:
-            return speculative_generate(t.model, None, ids, method="ar", sampling=sampling,
-                                        max_new_tokens=limit, generator=torch.Generator().manual_seed(seed))  # fmt: skip
-
+        prompt_in = ids = encode_chat(t.tokenizer, prompt, use_template=chat)
     # Both models see the prompt and every new token but the last: all must fit the shorter context.
     shorter, context = min((target, model_max_length(t.model)), (draft, model_max_length(d.model)), key=lambda x: x[1])
     max_new_tokens, note = cap_new_tokens(max_new_tokens, int(ids.shape[-1]), context, shorter)
     if note:
         err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
-    if compare and not (image or video):
-        with console.status("warming up both models (first calls allocate memory and pick kernels; not timed)"):
-            warm_up(t.model, d.model, ids, method, config, sampling)
-    err.print(
+    header = (
         f"[dim]{escape(target)} + draft {escape(draft)}, {method}, {'greedy' if sampling.greedy else 'sampling'}[/]"
     )
-    if method in HF_METHODS:  # transformers decodes these: no streaming, same statistics
-        if method == "ar":
-            out = run_ar(max_new_tokens)
-        else:
-            out = speculative_generate(t.model, d.model, ids, method=method, sampling=sampling,
-                                       max_new_tokens=max_new_tokens, generator=generator)  # fmt: skip
-        write_verbatim(t.tokenizer.decode(out.tokens, skip_special_tokens=True))
-        tokens, stats = out.tokens, out.stats
-    else:
-        decoder = run_spec()
-        tokens = []
-
-        def chunks() -> Any:
-            for chunk in decoder.stream(ids, max_new_tokens):
-                tokens.extend(chunk)
-                yield chunk
-
-        for text in stream_text(t.tokenizer, chunks()):
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-        stats = decoder.stats
-        prune = getattr(decoder.draft, "last_prune", None)
-        if prune is not None and prune.n_visual:
-            err.print(f"[dim]draft kept {prune.n_visual - prune.n_dropped} of {prune.n_visual} visual tokens[/]")
-
-    baseline, identical, div = None, None, None
-    if compare and method != "ar":
-        with console.status("running the target alone for comparison"):
-            ref = run_ar(max_new_tokens)
-        baseline = ref.stats
-        identical = ref.tokens == tokens if sampling.greedy else None
-        if identical is False and not (image or video):
-            div = divergence(t.model, ids, tokens, ref.tokens)
+    text = TextStream(t.tokenizer)
+    result = compare(
+        t.model,
+        d.model,
+        prompt_in,
+        method,
+        policy=config,
+        sampling=sampling,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        prune=PruneConfig(ratio=prune_ratio) if visual else None,
+        warm_up=baseline,
+        baseline=baseline,
+        on_tokens=lambda chunk: _write(text.push(chunk)),
+        phase=lambda stage: _show(stage, header),
+    )
+    prune = getattr(result.output, "prune", None)
+    if prune is not None and prune.n_visual:
+        err.print(f"[dim]draft kept {prune.n_visual - prune.n_dropped} of {prune.n_visual} visual tokens[/]")
     console.rule("[bold]statistics")
-    console.print(stats_table(stats, baseline, identical))
-    if div is not None:
-        console.print(explain_divergence(div, dtype))
+    ref = result.baseline.stats if result.baseline is not None else None
+    console.print(stats_table(result.output.stats, ref, result.identical))
+    if result.divergence is not None:
+        console.print(explain_divergence(result.divergence, dtype))
     if stats_json is not None:
         payload = {
-            "stats": stats.to_dict(),
-            "baseline": baseline.summary() if baseline else None,
-            "identical_to_ar": identical,
-            "divergence": None if div is None else {**asdict(div), "is_tie": div.is_tie},
+            **stats_payload(result),
             "target": target,
             "draft": draft,
             "policy": method,
@@ -282,26 +231,65 @@ def speculate(
         console.print(f"statistics written to {stats_json}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _vlm_runs(t: Any, d: Any, prompt: str, images: list[Any], video: Path | None, method: str, config: Any,
-              prune_ratio: float, sampling: SamplingConfig, generator: torch.Generator,
-              chat: bool | None) -> tuple[Any, Any, torch.Tensor]:  # fmt: skip
-    """For a vision-language pair: (a decoder factory, the target-alone run given a token limit, the prompt ids).
+def stats_payload(result: Comparison) -> dict[str, Any]:
+    """The ``--stats-json`` numbers of a comparison: every step of the method, the baseline's summary, the check."""
+    div = result.divergence
+    return {
+        "stats": result.output.stats.to_dict(),
+        "baseline": result.baseline.stats.summary() if result.baseline is not None else None,
+        "identical_to_ar": result.identical,
+        "divergence": None if div is None else {**asdict(div), "is_tie": div.is_tie},
+    }
 
-    ``images``: already decoded (:func:`~surefast.speculate.vlm.inputs.load_image`).
-    """
-    from surefast.speculate.vlm import PruneConfig, load_processor, prepare_inputs, vlm_decoder, vlm_target_generate
 
-    if method == "hf-assisted":
-        raise SurefastError("hf-assisted does not take images here", "use sage, dynamic, static-tree, chain or ar")
-    inputs = prepare_inputs(load_processor(t), t.model, prompt, images or None,
-                            str(video) if video else None, chat=chat is not False)  # fmt: skip
+def _policy_config(method: str, overrides: dict[str, Any]) -> Any:
+    """The engine policy's config with the ``-o`` settings (None for transformers' own methods, which take none)."""
+    if method in HF_METHODS:
+        if overrides:
+            raise SurefastError(
+                f"--option does not apply to {method!r}", "policy settings are for the engine's policies"
+            )
+        return None
+    check_option_names(method, overrides)
+    return policy_config(method, **overrides)
 
-    def run_spec() -> Any:
-        return vlm_decoder(t, d, inputs, method=method, policy=config, prune=PruneConfig(ratio=prune_ratio),
-                           sampling=sampling, generator=generator)  # fmt: skip
 
-    def run_ar(max_new_tokens: int) -> Any:
-        return vlm_target_generate(t, inputs, sampling=sampling, max_new_tokens=max_new_tokens,
-                                   generator=torch.Generator().manual_seed(generator.initial_seed()))  # fmt: skip
+def _read_media(images: list[Path], video: Path | None) -> list[Any]:
+    """The ``--image`` files, decoded (a bad file is refused before any model loads); ``--video`` must exist."""
+    for path in [*images, *([video] if video else [])]:
+        if not path.exists():
+            raise SurefastError(
+                f"{path} not found", "--image takes an image file, --video a video file or frame folder"
+            )
+    return [load_image(path) for path in images]
 
-    return run_spec, run_ar, inputs.input_ids
+
+def _visual_prompt(t: Any, prompt: str, images: list[Any], video: Path | None, chat: bool | None) -> VisualInputs:
+    """A vision-language pair's prompt, built by the target's processor. ``images``: already decoded."""
+    return prepare_inputs(
+        load_processor(t), t.model, prompt, images or None, str(video) if video else None, chat=chat is not False
+    )
+
+
+STATUS = {
+    "warm-up": "warming up both models (first calls allocate memory and pick kernels; not timed)",
+    "baseline": "running the target alone for comparison",
+}
+
+
+@contextmanager
+def _show(stage: Phase, header: str) -> Iterator[None]:
+    """What the terminal shows during a stage of :func:`compare`: the streamed answer, or a status line."""
+    if stage != "run":
+        with console.status(STATUS[stage]):
+            yield
+        return
+    err.print(header)
+    yield
+    _write("\n")  # the answer's line ends before anything else is shown
+
+
+def _write(text: str) -> None:
+    """Model text to stdout as it comes, verbatim (Rich would read ``[i]`` as markup)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()

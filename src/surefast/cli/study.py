@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from surefast.bench.cost import Estimate
 from surefast.bench.plan import CompressionSpec, StudyPlan, load_plan
-from surefast.bench.runner import Estimate
 from surefast.bench.store import Run, Store
 from surefast.bench.study import JobOutcome, job_done, run_study_local, run_study_ray
 from surefast.errors import SurefastError
@@ -48,7 +48,7 @@ def estimate_jobs(plan: StudyPlan) -> dict[str, Estimate]:
     """Each model's scoring estimate (measured throughput here x tokens to score)."""
     import gc
 
-    from surefast.bench.runner import estimate
+    from surefast.bench.cost import estimate
     from surefast.models import load_model
 
     out = {}

@@ -25,7 +25,6 @@ subclasses :class:`Method` and registers the class instead: ``@register(AWQConfi
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import numbers
@@ -39,6 +38,7 @@ from typing import Any, ClassVar
 import torch
 
 from surefast.errors import SurefastError
+from surefast.registry import Registry, dashed, suggestion
 
 FilterFn = Callable[[torch.nn.Module, str], bool]  # (module, qualified name) -> compress it?
 ProgressFn = Callable[[str], None]
@@ -108,11 +108,20 @@ class _LayerFnMethod(Method):
         return type(self).fn(weight, stats, self.config)
 
 
-_REGISTRY: dict[type, type[Method]] = {}
-_BY_NAME: dict[str, type] = {}
+@dataclass(frozen=True)
+class MethodEntry:
+    """What :func:`register` records under a method name: its config class and the method that runs it."""
+
+    config: type[CompressionConfig]
+    method: type[Method]
 
 
-def register(config_type: type, *, needs: tuple[str, ...] | frozenset[str] = ()) -> Callable[[Any], Any]:
+METHODS: Registry[MethodEntry] = Registry("compression method", normalize=dashed)
+
+
+def register(
+    config_type: type[CompressionConfig], *, needs: tuple[str, ...] | frozenset[str] = ()
+) -> Callable[[Any], Any]:
     """Register a :class:`Method` subclass, or a per-layer function, for ``config_type``."""
     unknown = set(needs) - STAT_NAMES
     if unknown:
@@ -129,53 +138,19 @@ def register(config_type: type, *, needs: tuple[str, ...] | frozenset[str] = ())
             cls = type(
                 f"{config_type.__name__}Method", (_LayerFnMethod,), {"fn": staticmethod(obj), "needs": frozenset(needs)}
             )
-        _REGISTRY[config_type] = cls
-        _BY_NAME[config_type.method] = config_type  # type: ignore[attr-defined]
+        METHODS.register(config_type.method, MethodEntry(config_type, cls))  # a second "gptq" is refused
         return obj
 
     return deco
 
 
-def _load_builtin_methods() -> None:
-    """Import every method file so its ``@register`` runs (pruning files are optional)."""
-    import importlib
-    import pkgutil
-
-    import surefast.compress.quant as quant
-
-    for pkg in (quant, _optional("surefast.compress.prune")):
-        if pkg is None:
-            continue
-        for info in pkgutil.iter_modules(pkg.__path__):
-            try:
-                importlib.import_module(f"{pkg.__name__}.{info.name}")
-            except ImportError:  # a method whose optional dependency is missing stays unregistered
-                continue
-
-
-def _optional(name: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
 def method_names() -> list[str]:
-    _load_builtin_methods()
-    return sorted(_BY_NAME)
+    return sorted(METHODS)
 
 
-def config_class(name: str) -> type:
+def config_class(name: str) -> type[CompressionConfig]:
     """The config class registered under ``name`` ("gptq", "wanda", ...), with did-you-mean."""
-    _load_builtin_methods()
-    key = name.strip().lower().replace("_", "-")
-    if key not in _BY_NAME:
-        close = difflib.get_close_matches(key, list(_BY_NAME), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(sorted(_BY_NAME))}"
-        raise SurefastError(f"unknown compression method {name!r}", hint)
-    return _BY_NAME[key]
+    return METHODS.get(name).config
 
 
 def make_config(name: str, **overrides: Any) -> CompressionConfig:
@@ -185,11 +160,8 @@ def make_config(name: str, **overrides: Any) -> CompressionConfig:
     given = {k: v for k, v in overrides.items() if v is not None}
     for key in given:
         if key not in fields:
-            close = difflib.get_close_matches(key, sorted(fields), n=1)
-            hint = (
-                f"did you mean {close[0]!r}?" if close else f"{name} takes {', '.join(sorted(fields)) or 'no options'}"
-            )
-            raise SurefastError(f"{name} has no option {key!r}", hint)
+            takes = f"{name} takes {', '.join(sorted(fields)) or 'no options'}"
+            raise SurefastError(f"{name} has no option {key!r}", suggestion(key, sorted(fields), otherwise=takes))
     try:
         hints = typing.get_type_hints(cls)
     except (NameError, TypeError):  # a plugin's annotations that do not resolve: its own checks only
@@ -228,12 +200,13 @@ def config_from_dict(data: dict[str, Any]) -> CompressionConfig:
 
 
 def method_for(config: CompressionConfig) -> Method:
-    _load_builtin_methods()
-    cls = _REGISTRY.get(type(config))
-    if cls is None:
-        raise SurefastError(f"no compression method is registered for {type(config).__name__}",
-                            f"registered: {', '.join(sorted(_BY_NAME))}")  # fmt: skip
-    return cls(config)
+    entry = METHODS.get(config.method) if config.method in METHODS else None
+    if entry is None or entry.config is not type(config):  # the method is chosen by the config's type
+        raise SurefastError(
+            f"no compression method is registered for {type(config).__name__}",
+            f"registered: {', '.join(sorted(METHODS))}",
+        )
+    return entry.method(config)
 
 
 @dataclass
@@ -300,10 +273,9 @@ def compress_(
     layers = run_blocks(model, method, ctx)
     with torch.no_grad():
         recipe = method.finalize_model(model, ctx)
-    from surefast.compress.quant.fake import input_transforms
+    from surefast.compress.recipe import make_recipe  # late: it imports quant/, whose method files import this
 
-    recipe = {"arch": ctx.arch.model_type, "unfused_experts": ctx.unfused_experts,
-              "inputs": input_transforms(model), **recipe}  # fmt: skip
+    recipe = make_recipe(model, ctx.arch.model_type, ctx.unfused_experts, recipe)
     calib = ctx.calibration_info()
     result = CompressionResult(config, calib, layers, recipe, time.perf_counter() - start, base_fingerprint)
     result.fingerprint = compression_fingerprint(config, calib, base_fingerprint)

@@ -1,10 +1,10 @@
-"""Per-architecture facts and generic discovery of decoder blocks and their linear layers.
+"""Which linear layers compression touches, and mixture-of-experts modules as ordinary linears.
 
-No modeling files are copied: the decoder blocks are the model's longest ``nn.ModuleList`` of
-identical modules, and the linears inside them are found by walking the module tree. What cannot
-be discovered safely (which norm feeds which projections, whether a norm multiplies by ``w`` or
-``1 + w``, sandwich post-norms) lives in the small :data:`ARCH_FACTS` table, tested against the
-tiny model of every supported architecture.
+The decoder blocks, the text config and the per-architecture facts (which norm feeds which
+projections, Gemma's ``1 + w`` norms, sandwich post-norms) are read by
+:mod:`surefast.models.arch`, the one home of a model's structure; this module adds what only
+compression needs on top: the linears of a block (:func:`block_linears`) and, below, the
+unfusing of MoE experts.
 
 Mixture-of-experts (qwen3_moe): transformers 5 stores all experts of a layer as two fused 3D
 parameters (``gate_up_proj [E, 2I, H]``, ``down_proj [E, H, I]``). :func:`unfuse_experts_`
@@ -15,88 +15,10 @@ same forward), so hooks, statistics and quantizers see each expert as an ordinar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-
-
-@dataclass(frozen=True)
-class ArchFacts:
-    model_type: str
-    attn_norm: str = "input_layernorm"  # the norm whose output feeds q/k/v
-    mlp_norm: str = "post_attention_layernorm"  # the norm whose output feeds gate/up (or the router)
-    post_norms: tuple[str, ...] = ()  # norms applied to a sub-layer's output before the residual add
-    norm_offset: float = 0.0  # RMSNorm scales by (offset + w): 1.0 for Gemma
-    attn: str = "self_attn"
-    q: str = "q_proj"
-    k: str = "k_proj"
-    v: str = "v_proj"
-    o: str = "o_proj"
-    mlp: str = "mlp"
-    gate: str = "gate_proj"
-    up: str = "up_proj"
-    down: str = "down_proj"
-    final_norm: str = "norm"  # on the decoder (model.model)
-    embed_scale: bool = False  # embeddings multiplied by a constant (Gemma): linear, so harmless
-
-
-ARCH_FACTS: dict[str, ArchFacts] = {
-    "llama": ArchFacts("llama"),
-    "mistral": ArchFacts("mistral"),
-    "qwen2": ArchFacts("qwen2"),
-    "qwen3": ArchFacts("qwen3"),
-    "qwen3_moe": ArchFacts("qwen3_moe"),
-    "gemma3_text": ArchFacts(
-        "gemma3_text",
-        mlp_norm="pre_feedforward_layernorm",
-        post_norms=("post_attention_layernorm", "post_feedforward_layernorm"),
-        norm_offset=1.0,
-        embed_scale=True,
-    ),
-}
-ARCH_FACTS["gemma3"] = ARCH_FACTS["gemma3_text"]
-ARCH_FACTS["gemma2"] = ARCH_FACTS["gemma3_text"]
-
-
-def arch_facts(model: nn.Module) -> ArchFacts:
-    """The facts for ``model``; unknown llama-like models get the llama defaults if they fit."""
-    config = getattr(model, "config", None)
-    model_type = getattr(getattr(config, "text_config", None), "model_type", None) or getattr(config, "model_type", "")
-    if model_type in ARCH_FACTS:
-        return ARCH_FACTS[model_type]
-    return ArchFacts(model_type or "unknown")
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder blocks: the ``ModuleList`` of same-class non-linear modules holding the most weights."""
-    best, best_size = None, -1
-    for _, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 0:
-            kinds = {type(m) for m in module}
-            if (
-                len(kinds) == 1
-                and not isinstance(module[0], nn.Linear)
-                and any(isinstance(x, nn.Linear) for x in module[0].modules())
-            ):
-                size = sum(p.numel() for p in module.parameters())
-                if size > best_size:
-                    best, best_size = module, size
-    if best is None:
-        from surefast.errors import SurefastError
-
-        raise SurefastError(f"cannot find the decoder blocks of {type(model).__name__}",
-                            "surefast compresses decoder-only transformers (llama, qwen2/3, qwen3-moe, gemma3)")  # fmt: skip
-    return best
-
-
-def decoder_prefix(model: nn.Module) -> str:
-    layers = decoder_layers(model)
-    for name, module in model.named_modules():
-        if module is layers:
-            return name
-    return ""
 
 
 def default_filter(module: nn.Module, name: str) -> bool:
@@ -113,14 +35,6 @@ def block_linears(block: nn.Module, prefix: str, filter_fn: Any = None) -> dict[
         if isinstance(module, nn.Linear) and keep(module, full):
             out[full] = module
     return out
-
-
-def get(module: Any, path: str) -> Any:
-    for part in path.split("."):
-        module = getattr(module, part, None)
-        if module is None:
-            return None
-    return module
 
 
 # --- mixture of experts ---------------------------------------------------------------------

@@ -23,15 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from surefast.compress.arch import (
-    ArchFacts,
-    arch_facts,
-    block_linears,
-    decoder_layers,
-    decoder_prefix,
-    get,
-    unfuse_experts_,
-)  # fmt: skip
+from surefast.compress.arch import block_linears, unfuse_experts_
+from surefast.models.arch import ArchFacts, arch_facts, decoder_layers, decoder_prefix, get
 
 MAX_INPUT_ROWS = 4096  # raw input rows kept per linear when a method needs "inputs"
 BATCH_SIZE = 4  # calibration samples per block forward

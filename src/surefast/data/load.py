@@ -9,9 +9,9 @@ shuffled by seed, then E = "I don't know" and F = "None of the above".
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
+import numbers
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -19,20 +19,21 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from surefast.data import cosmosqa, halueval, hellaswag, mmlu
-from surefast.data.base import Malformed, Raw, TaskSpec
+from surefast.data.base import Malformed, Raw, ResolvedSource, TaskSpec
 from surefast.data.items import IDK, LETTERS, NOTA, TASKS, MCItem
 from surefast.data.sampling import demo_indices, permutation, pick_others, place_label, sample_indices
-from surefast.data.sources import ResolvedSource, resolve
+from surefast.data.sources import resolve
 from surefast.errors import SurefastError
+from surefast.registry import Registry
 
 DATA_VERSION = "1"  # bump when item construction changes: every data fingerprint changes with it
 DEFAULT_N = 2000  # items per task, as in the reference protocol
 MAX_EXAMPLES = 5  # malformed rows quoted in LoadStats
 
-TASK_SPECS: dict[str, TaskSpec] = {
-    s.name: s for s in (mmlu.SPEC, cosmosqa.SPEC, hellaswag.SPEC, halueval.DIALOGUE, halueval.SUMMARIZATION)
-}
-assert tuple(TASK_SPECS) == TASKS
+TASK_SPECS: Registry[TaskSpec] = Registry("task", cutoff=0.5)  # task names are short: a looser suggestion
+for _spec in (mmlu.SPEC, cosmosqa.SPEC, hellaswag.SPEC, halueval.DIALOGUE, halueval.SUMMARIZATION):
+    TASK_SPECS.register(_spec.name, _spec)
+assert tuple(TASK_SPECS) == TASKS  # items.TASKS: the names, for modules that must not import the loaders
 
 _NOTA_LIKE = re.compile(r"^\s*none of the (above|others|these|previous)\b", re.IGNORECASE)
 
@@ -55,10 +56,11 @@ class TaskConfig:
     source: str | None = None
 
     def __post_init__(self) -> None:
-        if self.n is not None and (isinstance(self.n, bool) or self.n < 1):
+        # not numbers.Real: "x" < 1 would be a TypeError, not a one-line SurefastError
+        if self.n is not None and (isinstance(self.n, bool) or not isinstance(self.n, numbers.Real) or self.n < 1):
             raise SurefastError(f"n must be a positive number of items, got {self.n!r}", "or None for all")
-        if self.n_demos is not None and self.n_demos < 0:
-            raise SurefastError(f"n_demos must be >= 0, got {self.n_demos}")
+        if self.n_demos is not None and (not isinstance(self.n_demos, numbers.Real) or self.n_demos < 0):
+            raise SurefastError(f"n_demos must be >= 0, got {self.n_demos!r}", "0: zero-shot; None: the task's default")
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,8 @@ class TaskData:
 
 
 def get_spec(task: str) -> TaskSpec:
-    if task in TASK_SPECS:
-        return TASK_SPECS[task]
-    close = difflib.get_close_matches(task, TASKS, n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(TASKS)}"
-    raise SurefastError(f"unknown task {task!r}", hint)
+    """The spec of ``task``; an unknown name raises SurefastError with a suggestion."""
+    return TASK_SPECS.get(task)
 
 
 def load_task(task: str, config: TaskConfig | None = None) -> TaskData:

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from surefast.atomic import disk_errors
-from surefast.data.base import TaskSpec
-from surefast.data.sources import data_dir
+from surefast.data.base import TaskSpec, data_dir
 from surefast.errors import SurefastError
 from surefast.models.cache import entry_lock
 from surefast.models.fetch import FetchConfig, download_part

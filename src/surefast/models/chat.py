@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from surefast.errors import SurefastError
-from surefast.scoring.arch import model_max_length
+from surefast.models.arch import model_max_length
 
 
 def encode_chat(tokenizer: Any, prompt: str, use_template: bool | None = None) -> torch.Tensor:

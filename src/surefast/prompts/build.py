@@ -24,9 +24,9 @@ Chat-V2 (the base prompt format).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,9 +34,9 @@ from typing import Any
 from surefast.data.items import LETTERS, TASKS, MCItem
 from surefast.errors import SurefastError
 from surefast.prompts import texts
+from surefast.registry import Registry
 
 PROMPT_VERSION = "1"  # bump when any text or layout changes: prompt fingerprints change with it
-STRATEGIES = ("base", "shared", "task")
 _SENTINEL = "\x00SUREFAST-ITEM\x00"
 
 
@@ -57,12 +57,10 @@ class PromptConfig:
     system: str | None = None
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            close = difflib.get_close_matches(self.strategy, STRATEGIES, n=1, cutoff=0.4)
-            hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(STRATEGIES)}"
-            raise SurefastError(f"unknown prompt strategy {self.strategy!r}", hint)
-        if self.n_shots is not None and self.n_shots < 0:
-            raise SurefastError(f"n_shots must be >= 0, got {self.n_shots}")
+        INSTRUCTIONS.get(self.strategy)  # an unknown strategy: SurefastError with a suggestion
+        # a number first: "x" < 0 would be a TypeError, not a one-line SurefastError
+        if self.n_shots is not None and (not isinstance(self.n_shots, numbers.Real) or self.n_shots < 0):
+            raise SurefastError(f"n_shots must be >= 0, got {self.n_shots!r}", "0: zero-shot; None: the task's default")
 
 
 @dataclass(frozen=True)
@@ -110,14 +108,36 @@ def format_item(item: MCItem, context: str | None = None, answer: bool = False) 
     return "".join(parts)
 
 
+InstructionFn = Callable[[str, Sequence[MCItem]], str]  # (task, demos) -> the plain text before the item
+
+
+def _shots(demos: Sequence[MCItem]) -> str:
+    return "".join(format_item(d, answer=True) for d in demos)
+
+
+def _base(task: str, demos: Sequence[MCItem]) -> str:
+    return _shots(demos)  # no instruction
+
+
+def _shared(task: str, demos: Sequence[MCItem]) -> str:
+    return texts.SHARED_FEW + _shots(demos) + texts.NOW if demos else texts.SHARED_ZERO
+
+
+def _task(task: str, demos: Sequence[MCItem]) -> str:
+    return texts.TASK_FEW[task] + _shots(demos) + texts.NOW if demos else texts.TASK_ZERO[task]
+
+
+# strategy -> its text before the item, in the order the CLI and the benchmark list them
+INSTRUCTIONS: Registry[InstructionFn] = Registry("prompt strategy", cutoff=0.4)  # short names: a looser suggestion
+INSTRUCTIONS.register("base", _base)
+INSTRUCTIONS.register("shared", _shared)
+INSTRUCTIONS.register("task", _task)
+STRATEGIES: tuple[str, ...] = tuple(INSTRUCTIONS)
+
+
 def instruction_text(task: str, strategy: str, demos: Sequence[MCItem]) -> str:
     """The plain text before the item: instruction and demos (the reference's layout)."""
-    shots = "".join(format_item(d, answer=True) for d in demos)
-    if strategy == "base":
-        return shots
-    if strategy == "shared":
-        return texts.SHARED_FEW + shots + texts.NOW if demos else texts.SHARED_ZERO
-    return texts.TASK_FEW[task] + shots + texts.NOW if demos else texts.TASK_ZERO[task]
+    return INSTRUCTIONS.get(strategy)(task, demos)
 
 
 def build_prompt(

@@ -26,7 +26,8 @@ import torch
 
 from surefast.data.items import MCItem
 from surefast.errors import SurefastError
-from surefast.scoring.arch import LetterHead, decoder_body, model_max_length
+from surefast.models.arch import decoder_body, model_max_length
+from surefast.scoring.arch import LetterHead
 from surefast.scoring.batching import (
     Encoded,
     ItemsTooLong,
@@ -97,7 +98,7 @@ class _Runner:
             else:
                 self.fallback_reason = state.reason
                 warnings.warn(f"{type(model).__name__}: the prefix KV cache cannot be shared ({state.reason}); "
-                              "scoring full prompts instead (same results, slower)", stacklevel=3)  # fmt: skip
+                              "scoring full prompts instead (same results, slower)", stacklevel=4)  # fmt: skip
         self.tokens = len(prefix_ids) if self.prefix is not None else 0
 
     def row_ids(self, enc: Encoded) -> list[int]:
@@ -171,69 +172,131 @@ def score_items(
     start = time.perf_counter()
     items = list(items)
     _check_items(items)
-    total = len(items)
     max_length = config.max_length or model_max_length(model)
     if not items:
-        return ScoreResult((), np.zeros((0, 6), np.float32), np.zeros(0, np.int64), 0, 0, 0.0, 0,
-                           np.zeros(0, bool))  # fmt: skip
+        return ScoreResult((), np.zeros((0, 6), np.float32), np.zeros(0, np.int64), 0, 0, 0.0, 0, np.zeros(0, bool))
     texts = [prompt.render(item) for item in items]
     letters = letter_tokens(tokenizer, variant_for_all(texts))
-
-    store: ScoreStore | None = None
-    done: dict[str, Cached] = {}
-    if cache_key is not None:
-        fp = prompt_fingerprint(tokenizer, prompt, items[0], letters, max_length)
-        details = {"letters": list(letters.strings), "letter_ids": list(letters.ids), "max_length": max_length,
-                   "tokenizer": tokenizer_name(tokenizer), "n_items": total}  # fmt: skip
-        store = ScoreStore(cache_key, fp, details)
-        wanted = {item.uid for item in items}
-        done = {uid: c for uid, c in store.load().items() if uid in wanted}
-        changed = [item.uid for item in items if item.uid in done and done[item.uid].label != item.label]
-        if changed:  # checked before any compute: the data changed under an unchanged fingerprint
-            raise SurefastError(f"cached labels differ from the items' labels for {len(changed)} items (first: "
-                                f"{changed[0]}): the data changed under the same data fingerprint",
-                                f"fix data_fp, or delete {store.folder}")  # fmt: skip
+    store, done = _cache_lookup(tokenizer, prompt, items, letters, max_length, cache_key)
     n_cached = len(done)
     if progress is not None:
-        progress(n_cached, total)
-
+        progress(n_cached, len(items))
     todo = [i for i, item in enumerate(items) if item.uid not in done]
-    tokens = 0
-    used_prefix = repaired = False
+    tokens, used_prefix, repaired = 0, False, False
     if todo:
-        prefix_ids = encode_prefix(tokenizer, prompt.prefix)
-        encoded = _encode_all(tokenizer, prompt, items, todo, texts, len(prefix_ids), max_length)
-        mismatch = None
-        if config.boundary == "check":
-            mismatch = split_mismatch(tokenizer, prompt.prefix, prefix_ids, sample_for_check(encoded))
-            if mismatch is not None:
-                warnings.warn(
-                    f"tokenizer {tokenizer_name(tokenizer)!r} splits item {mismatch} differently when prefix and item "
-                    "are tokenized apart (the prompt's prefix does not end on a clean token boundary); tokenizing whole "
-                    "prompts instead and caching the token prefix they share", stacklevel=2)  # fmt: skip
-        if config.boundary == "full" or mismatch is not None:
-            shared, encoded = common_token_prefix(tokenizer, prompt.prefix, prefix_ids, encoded)
-            repaired = shared != len(prefix_ids) or mismatch is not None
-            prefix_ids = prefix_ids[:shared]
-        runner = _Runner(model, prefix_ids, letters, config.use_prefix_cache)
-        runner.pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
-        used_prefix = runner.prefix is not None
-        lengths = [len(runner.row_ids(enc)) for enc in encoded]
-        for batch in plan_batches(lengths, config.batch_tokens, config.max_batch_size):
-            logits = runner([encoded[j] for j in batch]).cpu().numpy()  # [b, 6]
-            uids = [encoded[j].uid for j in batch]
-            labels = np.array([items[todo[j]].label for j in batch], dtype=np.int64)
-            cut = np.array([encoded[j].shortened for j in batch], dtype=bool)
-            if store is not None:
-                store.write(uids, logits, labels, cut)
-            for k, uid in enumerate(uids):
-                done[uid] = Cached(logits[k], int(labels[k]), bool(cut[k]))
-            if progress is not None:
-                progress(len(done), total)
-        tokens = runner.tokens
-
-    logits_all = np.stack([done[item.uid].logits for item in items]).astype(np.float32)  # [N, 6]
-    labels_all = np.array([item.label for item in items], dtype=np.int64)
+        prefix_ids, encoded, repaired = _encode_safely(tokenizer, prompt, items, todo, texts, max_length, config)
+        labels = [items[i].label for i in todo]
+        tokens, used_prefix = _score_batches(
+            model, tokenizer, prefix_ids, encoded, labels, letters, config, store, done, progress
+        )
     short = np.array([done[item.uid].shortened for item in items], dtype=bool)
-    return ScoreResult(tuple(item.uid for item in items), logits_all, labels_all, int(short.sum()), n_cached,
-                       time.perf_counter() - start, tokens, short, letters.ids, used_prefix, repaired)  # fmt: skip
+    return ScoreResult(
+        uids=tuple(item.uid for item in items),
+        logits=np.stack([done[item.uid].logits for item in items]).astype(np.float32),  # [N, 6]
+        labels=np.array([item.label for item in items], dtype=np.int64),
+        shortened=int(short.sum()),
+        n_cached=n_cached,
+        seconds=time.perf_counter() - start,
+        tokens_scored=tokens,
+        shortened_mask=short,
+        letter_ids=letters.ids,
+        prefix_cache=used_prefix,
+        boundary_repaired=repaired,
+    )
+
+
+def _cache_lookup(
+    tokenizer: Any,
+    prompt: PromptLike,
+    items: list[MCItem],
+    letters: LetterTokens,
+    max_length: int,
+    cache_key: CacheKey | None,
+) -> tuple[ScoreStore | None, dict[str, Cached]]:
+    """The score store for ``cache_key`` (None without one) and the logits it holds for ``items``."""
+    if cache_key is None:
+        return None, {}
+    fp = prompt_fingerprint(tokenizer, prompt, items[0], letters, max_length)
+    details = {
+        "letters": list(letters.strings),
+        "letter_ids": list(letters.ids),
+        "max_length": max_length,
+        "tokenizer": tokenizer_name(tokenizer),
+        "n_items": len(items),
+    }
+    store = ScoreStore(cache_key, fp, details)
+    wanted = {item.uid for item in items}
+    done = {uid: c for uid, c in store.load().items() if uid in wanted}
+    changed = [item.uid for item in items if item.uid in done and done[item.uid].label != item.label]
+    if changed:  # checked before any compute: the data changed under an unchanged fingerprint
+        raise SurefastError(
+            f"cached labels differ from the items' labels for {len(changed)} items (first: "
+            f"{changed[0]}): the data changed under the same data fingerprint",
+            f"fix data_fp, or delete {store.folder}",
+        )
+    return store, done
+
+
+def _encode_safely(
+    tokenizer: Any,
+    prompt: PromptLike,
+    items: Sequence[MCItem],
+    todo: Sequence[int],
+    texts: Sequence[str],
+    max_length: int,
+    config: ScoringConfig,
+) -> tuple[list[int], list[Encoded], bool]:
+    """(prefix ids, the ``todo`` items encoded, whether the split was repaired) such that
+    ``prefix_ids + rest_ids`` is each whole prompt's tokenization (``config.boundary``)."""
+    prefix_ids = encode_prefix(tokenizer, prompt.prefix)
+    encoded = _encode_all(tokenizer, prompt, items, todo, texts, len(prefix_ids), max_length)
+    mismatch = None
+    if config.boundary == "check":
+        mismatch = split_mismatch(tokenizer, prompt.prefix, prefix_ids, sample_for_check(encoded))
+        if mismatch is not None:
+            warnings.warn(
+                f"tokenizer {tokenizer_name(tokenizer)!r} splits item {mismatch} differently when prefix and item "
+                "are tokenized apart (the prompt's prefix does not end on a clean token boundary); tokenizing whole "
+                "prompts instead and caching the token prefix they share",
+                stacklevel=3,
+            )
+    if config.boundary != "full" and mismatch is None:
+        return prefix_ids, encoded, False
+    shared, encoded = common_token_prefix(tokenizer, prompt.prefix, prefix_ids, encoded)
+    return prefix_ids[:shared], encoded, shared != len(prefix_ids) or mismatch is not None
+
+
+def _score_batches(
+    model: Any,
+    tokenizer: Any,
+    prefix_ids: list[int],
+    encoded: list[Encoded],
+    labels: Sequence[int],
+    letters: LetterTokens,
+    config: ScoringConfig,
+    store: ScoreStore | None,
+    done: dict[str, Cached],
+    progress: ProgressFn | None,
+) -> tuple[int, bool]:
+    """Run ``encoded`` (labels alongside) in length-sorted batches under the token budget; return
+    (real tokens run, the shared prefix once; whether the shared-prefix K/V cache served them).
+
+    Each batch is written to ``store`` before the next starts (a killed run keeps it) and added
+    to ``done``, which also holds the cached items: progress counts both.
+    """
+    total = len(done) + len(encoded)
+    runner = _Runner(model, prefix_ids, letters, config.use_prefix_cache)
+    runner.pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
+    lengths = [len(runner.row_ids(enc)) for enc in encoded]
+    for batch in plan_batches(lengths, config.batch_tokens, config.max_batch_size):
+        logits = runner([encoded[j] for j in batch]).cpu().numpy()  # [b, 6]
+        uids = [encoded[j].uid for j in batch]
+        batch_labels = np.array([labels[j] for j in batch], dtype=np.int64)
+        cut = np.array([encoded[j].shortened for j in batch], dtype=bool)
+        if store is not None:
+            store.write(uids, logits, batch_labels, cut)
+        for k, uid in enumerate(uids):
+            done[uid] = Cached(logits[k], int(batch_labels[k]), bool(cut[k]))
+        if progress is not None:
+            progress(len(done), total)
+    return runner.tokens, runner.prefix is not None

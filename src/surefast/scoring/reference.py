@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from surefast.data.items import MCItem
-from surefast.scoring.arch import model_max_length
+from surefast.models.arch import model_max_length
 from surefast.scoring.batching import encode_full, encode_item, encode_prefix
 from surefast.scoring.engine import model_device
 from surefast.scoring.letters import letter_tokens, variant_for_all

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from surefast.data.items import MCItem
+from surefast.errors import SurefastError
 
 
 @runtime_checkable
@@ -24,6 +26,10 @@ class PromptLike(Protocol):
     def prefix(self) -> str: ...
 
     def render(self, item: MCItem, context: str | None = None) -> str: ...
+
+
+# the hint of every ScoringConfig refusal
+_BOUNDS = "batch_tokens >= 1 (default 4096), max_batch_size >= 1 (default 64), max_length >= 2 or None"
 
 
 @dataclass(frozen=True)
@@ -50,12 +56,23 @@ class ScoringConfig:
     boundary: str = "check"
 
     def __post_init__(self) -> None:
+        # SurefastError, not ValueError: `bench run --batch-tokens` and a plan's batch_tokens end
+        # here, and the CLI prints a SurefastError as one line. Types first: "x" < 1 is a TypeError.
+        for key in ("batch_tokens", "max_batch_size", "max_length"):
+            value = getattr(self, key)
+            if value is None and key == "max_length":
+                continue
+            if not isinstance(value, numbers.Real):
+                raise SurefastError(f"ScoringConfig {key}: expected a number, got {value!r}", _BOUNDS)
         if self.batch_tokens < 1 or self.max_batch_size < 1:
-            raise ValueError("batch_tokens and max_batch_size must be >= 1")
+            raise SurefastError("batch_tokens and max_batch_size must be >= 1", _BOUNDS)
         if self.max_length is not None and self.max_length < 2:
-            raise ValueError("max_length must be >= 2")
+            raise SurefastError("max_length must be >= 2", _BOUNDS)
         if self.boundary not in ("check", "full", "trust"):
-            raise ValueError(f"boundary must be 'check', 'full' or 'trust', not {self.boundary!r}")
+            raise SurefastError(
+                f"boundary must be 'check', 'full' or 'trust', not {self.boundary!r}",
+                "check (the default) is exact for every tokenizer; full always tokenizes whole prompts",
+            )
 
 
 @dataclass(frozen=True)

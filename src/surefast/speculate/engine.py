@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,8 +33,8 @@ import torch
 from surefast.errors import SurefastError
 from surefast.speculate.draft import Draft, check_draft_vocab, grow_tree
 from surefast.speculate.model import CausalLM, as_causal_lm
-from surefast.speculate.policies import POLICY_CONFIGS, PolicyConfig, make_policy, policy_config
-from surefast.speculate.stats import SpecStats, StepRecord
+from surefast.speculate.policies import POLICY_CONFIGS, Policy, PolicyConfig, make_policy, policy_config
+from surefast.speculate.stats import SpecStats, StepRecord, TreeShape
 from surefast.speculate.tree import TokenTree, tree_attention_mask
 from surefast.speculate.verify import GREEDY, SamplingConfig, probs, verify_greedy, verify_sample
 
@@ -98,96 +98,153 @@ class SpeculativeDecoder:
     def stream(
         self, input_ids: torch.Tensor | Sequence[int], max_new_tokens: int = 128, eos_token_id: Any = "auto"
     ) -> Iterator[list[int]]:
-        """Yield the new tokens of each step as soon as they are accepted (the first chunk: the prefill's token)."""
+        """Yield the new tokens of each step as soon as they are accepted (the first chunk: the prefill's token).
+
+        After the prefill, each step: the policy picks a shape (:meth:`_shape`), the draft grows a
+        tree under the root (:meth:`_draft`), the target runs the tree in one forward
+        (:meth:`_verify`), verification walks down it (:meth:`_accept`), both caches keep the
+        accepted path (:meth:`_commit`) and the step is recorded for the statistics and the
+        policy (:meth:`_record`).
+        """
         start = time.perf_counter()
+        ids, eos = self._begin(input_ids, eos_token_id)
+        policy = make_policy(self.policy_config)
+        stats = self.stats = SpecStats(method=self.method, prompt_tokens=ids.shape[1])
+        self.target_cache, self.draft_cache = self.target.new_cache(), self.draft.new_cache()
+        if max_new_tokens <= 0:
+            return
+        root = self._prefill(ids)  # the target's first token: the first root
+        stats.prefill_s = time.perf_counter() - start
+        out, done = _cut([root], eos, max_new_tokens)
+        stats.new_tokens = len(out)
+        yield out
+        pending: list[int] = []
+        while not done:
+            t0 = time.perf_counter()
+            room = max_new_tokens - stats.new_tokens
+            shape = self._shape(policy, room)
+            root_pos = len(self.target_cache)  # slot i holds position i, so the root sits right after the cache
+            d = self._draft(root, root_pos, pending, shape, policy.entropy_topk)
+            tree = d.tree if d is not None else TokenTree(root, capacity=1)
+            t1 = time.perf_counter()
+            logits = self._verify(tree, root_pos)
+            t2 = time.perf_counter()
+            accepted, bonus = self._accept(tree, logits, d)
+            pending = self._commit(root, root_pos, tree, accepted, d, pending)
+            new, done = _cut([*(tree.tokens[n] for n in accepted), bonus], eos, room)
+            stats.new_tokens += len(new)
+            root = bonus
+            policy.observe(self._record(shape, tree, accepted, len(new), d, (t0, t1, t2)))
+            stats.total_s = time.perf_counter() - start
+            yield new
+        stats.total_s = time.perf_counter() - start
+
+    def _begin(self, input_ids: torch.Tensor | Sequence[int], eos_token_id: Any) -> tuple[torch.Tensor, frozenset[int]]:
+        """The prompt as ``[1, P]`` ids and the stop tokens; seeds a missing generator under sampling."""
         ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(1, -1)
         if ids.numel() == 0:
             raise SurefastError("speculative decoding needs a non-empty prompt")
         eos = _eos_ids(getattr(self.target, "eos_token_ids", None) if eos_token_id == "auto" else eos_token_id)
         if self.generator is None and not self.sampling.greedy:  # seeded from torch's global RNG
             self.generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
-        target, draft, vocab = self.target, self.draft, self.target.vocab_size
-        policy = make_policy(self.policy_config)
-        stats = self.stats = SpecStats(method=self.method, prompt_tokens=ids.shape[1])
-        tcache = self.target_cache = target.new_cache()
-        dcache = self.draft_cache = draft.new_cache()
-        if max_new_tokens <= 0:
-            return
+        return ids, eos
 
-        # Prefill both; the target picks the first token, which becomes the first root.
-        check_draft_vocab(ids, draft.vocab_size)
-        root = self._choose(target.prefill(ids, tcache).float())
-        draft.prefill(ids, dcache)
-        stats.target_forwards = stats.draft_forwards = 1
-        stats.prefill_s = time.perf_counter() - start
-        out, done = _cut([root], eos, max_new_tokens)
-        stats.new_tokens = len(out)
-        yield out
-        pending: list[int] = []
+    def _prefill(self, ids: torch.Tensor) -> int:
+        """Run the prompt through both models into their empty caches; the target's first token."""
+        check_draft_vocab(ids, self.draft.vocab_size)
+        root = self._choose(self.target.prefill(ids, self.target_cache).float())
+        self.draft.prefill(ids, self.draft_cache)
+        self.stats.target_forwards = self.stats.draft_forwards = 1
+        return root
 
-        while not done:
-            t0 = time.perf_counter()
-            asked = policy.shape()
-            room = max_new_tokens - stats.new_tokens
-            shape = replace(asked, depth=min(asked.depth, room - 1))  # no drafting past the limit
-            root_pos = len(tcache)  # slot i holds position i, so the root sits right after the cache
+    @staticmethod
+    def _shape(policy: Policy, room: int) -> TreeShape:
+        """1. The policy's shape, no deeper than the ``room - 1`` tokens left after the step's bonus token."""
+        asked = policy.shape()
+        return replace(asked, depth=min(asked.depth, room - 1))
 
-            # 1-2. Draft a tree under the root.
-            d: Draft | None = None
-            if shape.depth > 0 and shape.budget > 0:
-                d = grow_tree(draft, dcache, pending, root, root_pos, shape, self.sampling, vocab,
-                              self.generator, policy.entropy_topk)  # fmt: skip
-                stats.draft_forwards += d.forwards
-            tree = d.tree if d is not None else TokenTree(root, capacity=1)
-            t1 = time.perf_counter()
+    def _draft(self, root: int, root_pos: int, pending: list[int], shape: TreeShape, topk: int) -> Draft | None:
+        """2. The draft's tree under ``root`` (one draft forward per level); None when the shape drafts nothing."""
+        if shape.depth <= 0 or shape.budget <= 0:
+            return None
+        vocab = self.target.vocab_size  # the draft proposes only tokens the target can score
+        d = grow_tree(
+            self.draft, self.draft_cache, pending, root, root_pos, shape, self.sampling, vocab, self.generator, topk
+        )
+        self.stats.draft_forwards += d.forwards
+        return d
 
-            # 3. Verify the whole tree in one target forward.
-            positions = torch.tensor([[root_pos + depth for depth in tree.depths]])
-            logits = target.forward(tree.token_tensor(), positions, tcache, tree_attention_mask(root_pos, tree))
-            stats.target_forwards += 1
-            t2 = time.perf_counter()
+    def _verify(self, tree: TokenTree, root_pos: int) -> torch.Tensor:
+        """3. The whole tree in one target forward (each node sees the prefix and its ancestors); ``[T, V]`` logits."""
+        positions = torch.tensor([[root_pos + depth for depth in tree.depths]])
+        logits = self.target.forward(
+            tree.token_tensor(), positions, self.target_cache, tree_attention_mask(root_pos, tree)
+        )
+        self.stats.target_forwards += 1
+        return logits
 
-            # 4. Walk down the tree.
-            if self.sampling.greedy:
-                accepted, bonus = verify_greedy(tree, logits)
-            else:
-                accepted, bonus = verify_sample(tree, probs(logits, self.sampling), d.q if d else {}, self.generator)
+    def _accept(self, tree: TokenTree, logits: torch.Tensor, d: Draft | None) -> tuple[list[int], int]:
+        """4. Walk down the tree: the accepted nodes and the target's own token after them (the bonus)."""
+        if self.sampling.greedy:
+            return verify_greedy(tree, logits)
+        return verify_sample(tree, probs(logits, self.sampling), d.q if d else {}, self.generator)
 
-            # 5. Keep the accepted path in both caches.
-            tcache.keep(root_pos, [root_pos + node for node in [0, *accepted]])
-            if d is not None:
-                slot = {node: d.prefix + i for i, node in enumerate(d.fed)}
-                kept = [slot[n] for n in accepted if n in slot]  # fed nodes form a prefix of the path
-                dcache.keep(d.prefix, kept)
-                pending = [tree.tokens[n] for n in accepted[len(kept) :]]
-            else:
-                pending = [*pending, root]
-            new, done = _cut([*(tree.tokens[n] for n in accepted), bonus], eos, room)
-            stats.new_tokens += len(new)
-            root = bonus
+    def _commit(
+        self, root: int, root_pos: int, tree: TokenTree, accepted: list[int], d: Draft | None, pending: list[int]
+    ) -> list[int]:
+        """5. Both caches keep only the accepted path; the accepted tokens the draft has not seen (next ``pending``)."""
+        self.target_cache.keep(root_pos, [root_pos + node for node in [0, *accepted]])
+        if d is None:  # the draft did not run: the root joins the tokens it has yet to see
+            return [*pending, root]
+        slot = {node: d.prefix + i for i, node in enumerate(d.fed)}
+        kept = [slot[n] for n in accepted if n in slot]  # fed nodes form a prefix of the path
+        self.draft_cache.keep(d.prefix, kept)
+        return [tree.tokens[n] for n in accepted[len(kept) :]]
 
-            path_entropy = [d.entropy[n] for n in [0, *accepted] if n in d.entropy] if d else []
-            sizes = tree.level_sizes()
-            t3 = time.perf_counter()
-            record = StepRecord(
-                accepted=len(accepted), emitted=len(new), tree_size=len(tree) - 1, depth=len(sizes),
-                width=max(sizes, default=0), shape=shape,
-                entropy=sum(path_entropy) / len(path_entropy) if path_entropy else math.nan,
-                root_entropy=d.entropy[0] if d else math.nan,
-                draft_s=t1 - t0, verify_s=t2 - t1, overhead_s=t3 - t2,
-            )  # fmt: skip
-            stats.steps.append(record)
-            stats.draft_s += record.draft_s
-            stats.verify_s += record.verify_s
-            stats.overhead_s += record.overhead_s
-            policy.observe(record)
-            stats.total_s = time.perf_counter() - start
-            yield new
-        stats.total_s = time.perf_counter() - start
+    def _record(
+        self,
+        shape: TreeShape,
+        tree: TokenTree,
+        accepted: list[int],
+        emitted: int,
+        d: Draft | None,
+        times: tuple[float, float, float],
+    ) -> StepRecord:
+        """The step's :class:`StepRecord`, added to the statistics. ``times``: step start, tree drafted, tree verified."""
+        t0, t1, t2 = times
+        path_entropy = [d.entropy[n] for n in [0, *accepted] if n in d.entropy] if d else []
+        sizes = tree.level_sizes()
+        t3 = time.perf_counter()
+        record = StepRecord(
+            accepted=len(accepted),
+            emitted=emitted,
+            tree_size=len(tree) - 1,
+            depth=len(sizes),
+            width=max(sizes, default=0),
+            shape=shape,
+            entropy=sum(path_entropy) / len(path_entropy) if path_entropy else math.nan,
+            root_entropy=d.entropy[0] if d else math.nan,
+            draft_s=t1 - t0,
+            verify_s=t2 - t1,
+            overhead_s=t3 - t2,
+        )
+        self.stats.steps.append(record)
+        self.stats.draft_s += record.draft_s
+        self.stats.verify_s += record.verify_s
+        self.stats.overhead_s += record.overhead_s
+        return record
 
     def generate(
-        self, input_ids: torch.Tensor | Sequence[int], max_new_tokens: int = 128, eos_token_id: Any = "auto"
+        self,
+        input_ids: torch.Tensor | Sequence[int],
+        max_new_tokens: int = 128,
+        eos_token_id: Any = "auto",
+        on_tokens: Callable[[list[int]], None] | None = None,
     ) -> SpecOutput:
-        """All new tokens at once, with the generation's :class:`SpecStats`."""
-        tokens = [t for chunk in self.stream(input_ids, max_new_tokens, eos_token_id) for t in chunk]
+        """All new tokens at once, with the generation's :class:`SpecStats`; ``on_tokens`` sees each chunk as it comes."""
+        tokens: list[int] = []
+        for chunk in self.stream(input_ids, max_new_tokens, eos_token_id):
+            tokens += chunk
+            if on_tokens is not None:
+                on_tokens(chunk)
         return SpecOutput(tokens, self.stats)

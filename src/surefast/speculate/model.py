@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from surefast.errors import SurefastError
+from surefast.models.arch import output_head, text_config
 from surefast.speculate.cache import KVCache
 
 _ATTENTION_TYPES = {"full_attention", "sliding_attention"}
@@ -67,9 +68,9 @@ class HFCausalLM:
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        config = text_config(model)  # a VLM's text_config: layer types, window and EOS live there
         self.config = config
-        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.vocab_size = int(output_head(model).weight.shape[0])
         layer_types = getattr(config, "layer_types", None)
         unknown = set(layer_types or ()) - _ATTENTION_TYPES
         if unknown:

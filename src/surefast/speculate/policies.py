@@ -39,7 +39,6 @@ Defaults (``SageConfig``) were chosen for small CPU models and tuned on nothing 
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections import deque
 from dataclasses import dataclass, fields, replace
@@ -48,6 +47,7 @@ from typing import Any, Protocol
 import torch
 
 from surefast.errors import SurefastError
+from surefast.registry import Registry, dashed, suggestion
 from surefast.speculate.stats import ConfigError, StepRecord, TreeShape, require_int, require_real
 
 
@@ -66,7 +66,17 @@ def normalized_topk_entropy(logits: torch.Tensor, k: int = 10) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class ChainConfig:
+class PolicyConfig:
+    """Base of every policy's options: a frozen dataclass, registered by name in :data:`POLICY_CONFIGS`,
+    that builds its own policy (so the engine never needs to know which policy it runs)."""
+
+    def make(self) -> Policy:
+        """A fresh (stateful) policy for one generation."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ChainConfig(PolicyConfig):
     """Vanilla speculative decoding (Leviathan et al. 2023): a chain of ``depth`` draft tokens."""
 
     depth: int = 4
@@ -75,6 +85,9 @@ class ChainConfig:
         # depth 0 would draft nothing: the target alone, which is --policy ar
         d = _defaults(self)
         require_int("chain option", "depth", self.depth, 1, f"draft tokens per step, 1 or more (default {d['depth']})")
+
+    def make(self) -> ChainPolicy:
+        return ChainPolicy(self)
 
 
 # The default fixed tree: 25 nodes, depth 5, as rank paths (child i of a node is its i-th best
@@ -116,7 +129,7 @@ PATHS_HINT = "one tuple of ranks per node, parents first, e.g. paths=((0,), (1,)
 
 
 @dataclass(frozen=True)
-class StaticTreeConfig:
+class StaticTreeConfig(PolicyConfig):
     """A fixed tree every step (the SD-Tree / SpecVLM static baseline), as rank paths.
 
     ``paths``: one tuple per node, the ranks of the draft tokens from the root to it (``(0, 1)``:
@@ -140,9 +153,12 @@ class StaticTreeConfig:
         except ConfigError as exc:
             raise ConfigError(f"{own}: {exc.message}", PATHS_HINT) from None
 
+    def make(self) -> StaticTreePolicy:
+        return StaticTreePolicy(self)
+
 
 @dataclass(frozen=True)
-class DynamicTreeConfig:
+class DynamicTreeConfig(PolicyConfig):
     """EAGLE-2 style dynamic tree: each level takes the ``width`` best (parent, rank) pairs.
 
     Pairs are ranked by cumulative draft log-probability over the whole frontier, so confident
@@ -161,9 +177,12 @@ class DynamicTreeConfig:
         require_int(own, "width", self.width, 1, f"nodes per tree level, 1 or more (default {d['width']})")
         require_int(own, "budget", self.budget, 1, f"draft nodes per step, 1 or more (default {d['budget']})")
 
+    def make(self) -> DynamicTreePolicy:
+        return DynamicTreePolicy(self)
+
 
 @dataclass(frozen=True)
-class SageConfig:
+class SageConfig(PolicyConfig):
     """SAGE entropy-guided adaptive trees; the formulas are in this module's docstring."""
 
     budget: int = 25  # the same node budget as the static and dynamic trees' defaults
@@ -198,11 +217,17 @@ class SageConfig:
         slack = f"levels allowed above the recent accepted length (default {d['depth_slack']})"
         require_int(own, "depth_slack", self.depth_slack, 0, slack)
 
+    def make(self) -> SagePolicy:
+        return SagePolicy(self)
 
-PolicyConfig = ChainConfig | StaticTreeConfig | DynamicTreeConfig | SageConfig
-POLICY_CONFIGS: dict[str, type] = {
-    "chain": ChainConfig, "static-tree": StaticTreeConfig, "dynamic": DynamicTreeConfig, "sage": SageConfig,
-}  # fmt: skip
+
+# name -> config class, in the order the CLI and the benchmarks list them (SAGE last). Names match
+# whatever case and separator a user types ("static_tree" is "static-tree").
+POLICY_CONFIGS: Registry[type[PolicyConfig]] = Registry("speculative policy", normalize=dashed)
+POLICY_CONFIGS.register("chain", ChainConfig)
+POLICY_CONFIGS.register("static-tree", StaticTreeConfig)
+POLICY_CONFIGS.register("dynamic", DynamicTreeConfig)
+POLICY_CONFIGS.register("sage", SageConfig)
 
 
 class Policy(Protocol):
@@ -282,32 +307,21 @@ class SagePolicy:
 
 
 def policy_config(name: str, **overrides: Any) -> PolicyConfig:
-    """The config named ``name`` ("chain", "static-tree", "dynamic", "sage") with ``overrides``; helpful errors."""
-    key = name.strip().lower().replace("_", "-")
-    if key not in POLICY_CONFIGS:
-        close = difflib.get_close_matches(key, POLICY_CONFIGS, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(POLICY_CONFIGS)}"
-        raise SurefastError(f"unknown speculative policy {name!r}", hint)
+    """The config named ``name`` (any of :data:`POLICY_CONFIGS`) with ``overrides``; helpful errors."""
+    key = POLICY_CONFIGS.canonical(name)
     cls = POLICY_CONFIGS[key]
-    known = {f.name for f in fields(cls)}
+    known = sorted(f.name for f in fields(cls))
     for k in overrides:
         if k not in known:
-            close = difflib.get_close_matches(k, known, n=1)
-            raise SurefastError(f"policy {key!r} has no option {k!r}", f"did you mean {close[0]!r}?" if close else
-                                f"options: {', '.join(sorted(known))}")  # fmt: skip
+            hint = suggestion(k, known, otherwise=f"options: {', '.join(known)}")
+            raise SurefastError(f"policy {key!r} has no option {k!r}", hint)
     return replace(cls(), **overrides)
 
 
 def make_policy(config: PolicyConfig | str) -> Policy:
-    """A fresh (stateful) policy for one generation."""
+    """A fresh (stateful) policy for one generation: ``config.make()``, or from a policy name."""
     if isinstance(config, str):
         config = policy_config(config)
-    if isinstance(config, SageConfig):
-        return SagePolicy(config)
-    if isinstance(config, StaticTreeConfig):
-        return StaticTreePolicy(config)
-    if isinstance(config, DynamicTreeConfig):
-        return DynamicTreePolicy(config)
-    if isinstance(config, ChainConfig):
-        return ChainPolicy(config)
-    raise TypeError(f"not a policy config: {config!r}")
+    if not isinstance(config, PolicyConfig):
+        raise TypeError(f"not a policy config: {config!r}")
+    return config.make()

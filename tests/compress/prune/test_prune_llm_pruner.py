@@ -8,7 +8,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from surefast.compress.arch import arch_facts, decoder_layers
 from surefast.compress.prune.llm_pruner import (
     LLMPrunerConfig,
     channel_scores,
@@ -20,6 +19,7 @@ from surefast.compress.prune.llm_pruner import (
 )  # fmt: skip
 from surefast.compress.prune.structured import block_param_count, experts_of, lowest_per_group
 from surefast.errors import SurefastError
+from surefast.models.arch import arch_facts, decoder_layers
 from surefast.models.tiny import TEXT_ARCHITECTURES
 
 IDS = torch.randint(0, 300, (4, 24), generator=torch.Generator().manual_seed(0))

@@ -21,89 +21,189 @@ def _label(key: CellKey) -> str:
     return f"{key.model} with {key.compression or 'no compression'} {task}"
 
 
-def findings(cells: Cells, ds: list[Delta], dec: Decoupling, scale: list[ScaleRow],
-             sweeps: dict[str, list[tuple[float, str]]], alpha: float) -> list[str]:  # fmt: skip
-    out: list[str] = []
+Sweeps = dict[str, list[tuple[float, str]]]  # method -> (level, compression label), in sweep order
+
+
+def findings(
+    cells: Cells, ds: list[Delta], dec: Decoupling, scale: list[ScaleRow], sweeps: Sweeps, alpha: float
+) -> list[str]:
+    """The report's findings, one kind after another (each kind may say nothing)."""
+    one_task = len({k.task for k in cells if k.task != ALL_TASKS}) == 1  # its average repeats it
+    return [
+        *coverage(cells, alpha),
+        *near_chance(cells),
+        *significant_changes(ds),
+        *hidden_inflation(dec, ds, one_task),
+        *silent_degradation(dec, ds, one_task),
+        *correlation(dec),
+        *sweep_findings(cells, ds, sweeps),
+        *scale_findings(scale),
+        *no_deltas(ds),
+    ]
+
+
+def coverage(cells: Cells, alpha: float) -> list[str]:
+    """Mean and lowest coverage over the per-task cells, against the 1 - alpha guarantee."""
     cov = [(k, float(v["coverage"].mean())) for k, v in cells.items() if "coverage" in v and k.task != ALL_TASKS]
-    if cov:
-        low = min(cov, key=lambda kv: kv[1])
-        out.append(f"Coverage held near its {100 * (1 - alpha):.0f}% guarantee: mean {100 * np.mean([c for _, c in cov]):.1f}% "
-                   f"over {len(cov)} cells, lowest {100 * low[1]:.1f}% ({_label(low[0])}).")  # fmt: skip
+    if not cov:
+        return []
+    low = min(cov, key=lambda kv: kv[1])
+    return [
+        f"Coverage held near its {100 * (1 - alpha):.0f}% guarantee: mean {100 * np.mean([c for _, c in cov]):.1f}% "
+        f"over {len(cov)} cells, lowest {100 * low[1]:.1f}% ({_label(low[0])})."
+    ]
+
+
+def near_chance(cells: Cells) -> list[str]:
+    """A caution for each uncompressed model whose task-average accuracy is below twice chance."""
+    out = []
     for key, metrics in sorted(cells.items()):
         if key.compression == "" and key.task == ALL_TASKS and "accuracy" in metrics:
             base_acc = float(metrics["accuracy"].mean())
             if base_acc < NEAR_CHANCE * CHANCE:
-                out.append(f"Caution: uncompressed {key.model} answers {100 * base_acc:.1f}% correctly, close to chance "
-                           f"({100 * CHANCE:.1f}% with {N_OPTIONS} options). With little knowledge to lose, its cells "
-                           "can confirm coverage but not the size of compression effects on accuracy or set size.")  # fmt: skip
-    one_task = len({k.task for k in cells if k.task != ALL_TASKS}) == 1  # its average repeats it
+                out.append(
+                    f"Caution: uncompressed {key.model} answers {100 * base_acc:.1f}% correctly, close to chance "
+                    f"({100 * CHANCE:.1f}% with {N_OPTIONS} options). With little knowledge to lose, its cells "
+                    "can confirm coverage but not the size of compression effects on accuracy or set size."
+                )
+    return out
+
+
+def significant_changes(ds: list[Delta]) -> list[str]:
+    """The task-averaged accuracy and set-size changes whose intervals exclude zero (or that none do)."""
     sig = [d for d in ds if d.key.task == ALL_TASKS and d.significant and d.metric in ("accuracy", "mean_set_size")]
     if sig:
-        out.append("Significant changes against the uncompressed model (averaged over tasks): " + "; ".join(
-            f"{d.key.model} with {d.key.compression}: "
-            + (f"accuracy {100 * d.value:+.1f} points" if d.metric == "accuracy" else f"set size {d.value:+.2f}")
-            + f" ({(100 if d.metric == 'accuracy' else 1) * d.ci_low:+.2f} to "
-            f"{(100 if d.metric == 'accuracy' else 1) * d.ci_high:+.2f})" for d in sig) + ".")  # fmt: skip
-    elif ds:
-        out.append("No compression changed accuracy or set size significantly (averaged over tasks); more items "
-                   "would narrow the intervals.")  # fmt: skip
+        changes = "; ".join(_change(d) for d in sig)
+        return [f"Significant changes against the uncompressed model (averaged over tasks): {changes}."]
+    if ds:
+        return [
+            "No compression changed accuracy or set size significantly (averaged over tasks); more items "
+            "would narrow the intervals."
+        ]
+    return []
 
-    def shown(keys: list[CellKey]) -> list[CellKey]:
-        return [k for k in keys if not (one_task and k.task == ALL_TASKS)][:5]
 
-    for key in shown(dec.hidden_inflation):
-        acc = next(d for d in ds if d.key == key and d.metric == "accuracy")
-        size = next(d for d in ds if d.key == key and d.metric == "mean_set_size")
-        out.append(f"Hidden inflation: {_label(key)} keeps accuracy ({100 * acc.value:+.1f} points) but its prediction "
-                   f"sets grow by {size.value:+.2f} options (95% interval {size.ci_low:+.2f} to {size.ci_high:+.2f}).")  # fmt: skip
-    for key in shown(dec.silent_degradation):
-        acc = next(d for d in ds if d.key == key and d.metric == "accuracy")
-        size = next(d for d in ds if d.key == key and d.metric == "mean_set_size")
-        out.append(f"Silent degradation: {_label(key)} loses {100 * -acc.value:.1f} accuracy points while its sets "
-                   f"do not grow ({size.value:+.2f} options): uncertainty does not warn of the loss.")  # fmt: skip
-    if not math.isnan(dec.pearson):
-        strength = "weakly" if abs(dec.pearson) < 0.5 else "strongly"
-        out.append(f"Across {dec.n_cells} compressed cells, accuracy change and set-size change are {strength} "
-                   f"correlated (Pearson {dec.pearson:+.2f}, Spearman {dec.spearman:+.2f}).")  # fmt: skip
+def _change(d: Delta) -> str:
+    """``model with compression: accuracy +1.0 points (+0.20 to +1.80)``; accuracy in points."""
+    scale = 100 if d.metric == "accuracy" else 1
+    value = f"accuracy {100 * d.value:+.1f} points" if d.metric == "accuracy" else f"set size {d.value:+.2f}"
+    return f"{d.key.model} with {d.key.compression}: {value} ({scale * d.ci_low:+.2f} to {scale * d.ci_high:+.2f})"
+
+
+def _shown(keys: list[CellKey], one_task: bool) -> list[CellKey]:
+    """At most five cells, leaving out task averages that only repeat a single task."""
+    return [k for k in keys if not (one_task and k.task == ALL_TASKS)][:5]
+
+
+def _pair(ds: list[Delta], key: CellKey) -> tuple[Delta, Delta]:
+    """The (accuracy, set size) deltas of one cell; decoupled cells have both."""
+    acc = next(d for d in ds if d.key == key and d.metric == "accuracy")
+    size = next(d for d in ds if d.key == key and d.metric == "mean_set_size")
+    return acc, size
+
+
+def hidden_inflation(dec: Decoupling, ds: list[Delta], one_task: bool) -> list[str]:
+    """Cells that keep their accuracy while their prediction sets grow."""
+    out = []
+    for key in _shown(dec.hidden_inflation, one_task):
+        acc, size = _pair(ds, key)
+        out.append(
+            f"Hidden inflation: {_label(key)} keeps accuracy ({100 * acc.value:+.1f} points) but its prediction "
+            f"sets grow by {size.value:+.2f} options (95% interval {size.ci_low:+.2f} to {size.ci_high:+.2f})."
+        )
+    return out
+
+
+def silent_degradation(dec: Decoupling, ds: list[Delta], one_task: bool) -> list[str]:
+    """Cells that lose accuracy while their sets do not grow: uncertainty gives no warning."""
+    out = []
+    for key in _shown(dec.silent_degradation, one_task):
+        acc, size = _pair(ds, key)
+        out.append(
+            f"Silent degradation: {_label(key)} loses {100 * -acc.value:.1f} accuracy points while its sets "
+            f"do not grow ({size.value:+.2f} options): uncertainty does not warn of the loss."
+        )
+    return out
+
+
+def correlation(dec: Decoupling) -> list[str]:
+    """How strongly accuracy change and set-size change go together (nothing when undefined)."""
+    if math.isnan(dec.pearson):
+        return []
+    strength = "weakly" if abs(dec.pearson) < 0.5 else "strongly"
+    return [
+        f"Across {dec.n_cells} compressed cells, accuracy change and set-size change are {strength} "
+        f"correlated (Pearson {dec.pearson:+.2f}, Spearman {dec.spearman:+.2f})."
+    ]
+
+
+def sweep_findings(cells: Cells, ds: list[Delta], sweeps: Sweeps) -> list[str]:
+    """One sentence per (swept method, model) with at least three levels measured."""
     models = sorted({k.model for k in cells})
+    out = []
     for method, levels in sorted(sweeps.items()):
         for model in models:
-            got = [(lv, cells.get(CellKey(model, label, ALL_TASKS))) for lv, label in levels]
-            pts = [(lv, c) for lv, c in got if c is not None and "mean_set_size" in c]
-            if len(pts) < 3:
-                continue
-            xs, ys = [lv for lv, _ in pts], [float(c["mean_set_size"].mean()) for _, c in pts]
-            if len(pts) < 4:
-                out.append(f"{method} on {model}: set size {ys[0]:.2f} at level {xs[0]:g} to {ys[-1]:.2f} at level "
-                           f"{xs[-1]:g}; {len(pts)} levels are too few to tell a jump from a trend.")  # fmt: skip
-                continue
-            jump = sweep_jump(xs, ys)
-            if ys[-1] - ys[0] <= 0:
-                out.append(f"{method} on {model}: set size does not grow along the sweep ({ys[0]:.2f} at level "
-                           f"{xs[0]:g}, {ys[-1]:.2f} at level {xs[-1]:g}).")  # fmt: skip
-                continue
-            end = next((d for d in ds if d.key == CellKey(model, levels[-1][1], ALL_TASKS)
-                        and d.metric == "mean_set_size"), None)  # fmt: skip
-            span = f"{ys[0]:.2f} at level {xs[0]:g} to {ys[-1]:.2f} at level {xs[-1]:g}"
-            if ys[-1] - ys[0] < MIN_SIZE_CHANGE:
-                out.append(f"{method} on {model}: set size barely moves along the sweep ({span}, under the "
-                           f"{MIN_SIZE_CHANGE} options that count as a change): no threshold to locate.")  # fmt: skip
-                continue
-            if end is not None and not end.significant:
-                out.append(f"{method} on {model}: set size grows along the sweep ({span}) but the end point's change is "
-                           f"not significant ({end.ci_low:+.2f} to {end.ci_high:+.2f}): too noisy to locate a threshold.")  # fmt: skip
-                continue
-            shape = "jumps" if jump.last_step_share > 0.5 or (jump.jump_score == jump.jump_score and jump.jump_score > 0.8) \
-                else "grows gradually"  # fmt: skip
-            out.append(f"{method} on {model}: set size {shape} along the sweep; largest step {jump.largest_step:+.2f} "
-                       f"ending at level {jump.largest_step_at:g}, last step {100 * jump.last_step_share:.0f}% of the total change.")  # fmt: skip
+            text = _sweep(method, model, levels, cells, ds)
+            if text is not None:
+                out.append(text)
+    return out
+
+
+def _sweep(method: str, model: str, levels: list[tuple[float, str]], cells: Cells, ds: list[Delta]) -> str | None:
+    """What the set size does along one sweep: too few levels, no growth, too small, too noisy, or its shape."""
+    got = [(lv, cells.get(CellKey(model, label, ALL_TASKS))) for lv, label in levels]
+    pts = [(lv, c) for lv, c in got if c is not None and "mean_set_size" in c]
+    if len(pts) < 3:
+        return None
+    xs, ys = [lv for lv, _ in pts], [float(c["mean_set_size"].mean()) for _, c in pts]
+    if len(pts) < 4:
+        return (
+            f"{method} on {model}: set size {ys[0]:.2f} at level {xs[0]:g} to {ys[-1]:.2f} at level "
+            f"{xs[-1]:g}; {len(pts)} levels are too few to tell a jump from a trend."
+        )
+    jump = sweep_jump(xs, ys)
+    if ys[-1] - ys[0] <= 0:
+        return (
+            f"{method} on {model}: set size does not grow along the sweep ({ys[0]:.2f} at level "
+            f"{xs[0]:g}, {ys[-1]:.2f} at level {xs[-1]:g})."
+        )
+    end_key = CellKey(model, levels[-1][1], ALL_TASKS)  # the sweep's last level, measured or not
+    end = next((d for d in ds if d.key == end_key and d.metric == "mean_set_size"), None)
+    span = f"{ys[0]:.2f} at level {xs[0]:g} to {ys[-1]:.2f} at level {xs[-1]:g}"
+    if ys[-1] - ys[0] < MIN_SIZE_CHANGE:
+        return (
+            f"{method} on {model}: set size barely moves along the sweep ({span}, under the "
+            f"{MIN_SIZE_CHANGE} options that count as a change): no threshold to locate."
+        )
+    if end is not None and not end.significant:
+        return (
+            f"{method} on {model}: set size grows along the sweep ({span}) but the end point's change is "
+            f"not significant ({end.ci_low:+.2f} to {end.ci_high:+.2f}): too noisy to locate a threshold."
+        )
+    # jump_score is NaN when a line fits exactly: then only the last step's share decides
+    jumps = jump.last_step_share > 0.5 or (not math.isnan(jump.jump_score) and jump.jump_score > 0.8)
+    shape = "jumps" if jumps else "grows gradually"
+    return (
+        f"{method} on {model}: set size {shape} along the sweep; largest step {jump.largest_step:+.2f} "
+        f"ending at level {jump.largest_step_at:g}, last step {100 * jump.last_step_share:.0f}% of the total change."
+    )
+
+
+def scale_findings(scale: list[ScaleRow]) -> list[str]:
+    """Per compression and metric: the change at each model size, and whether the smaller is hurt more."""
+    out = []
     for row in scale:
         sizes = ", ".join(f"{m} {d.value * (100 if row.metric == 'accuracy' else 1):+.2f}" for m, _, d in row.by_size)
         verdict = "the smaller model is hurt more" if row.smaller_hurts_more else "the smaller model is not hurt more"
         out.append(f"Scale, {row.compression}, {row.metric.replace('_', ' ')} change: {sizes}: {verdict}.")
-    if not ds:
-        out.append("No compressed model with an uncompressed baseline in these runs: no deltas to report.")
     return out
+
+
+def no_deltas(ds: list[Delta]) -> list[str]:
+    """Says so when no compressed cell has an uncompressed baseline to compare with."""
+    if ds:
+        return []
+    return ["No compressed model with an uncompressed baseline in these runs: no deltas to report."]
 
 
 def not_compared(refused: dict[CellKey, str]) -> list[str]:

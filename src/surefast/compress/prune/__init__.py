@@ -1,7 +1,8 @@
 """Pruning: unstructured and N:M (magnitude, Wanda, SparseGPT) and structured (LLM-Pruner, SliceGPT).
 
 Each method is one file with a frozen ``*Config`` and a pure core; importing a file registers its
-config with :func:`surefast.compress.api.compress_`. See ``docs/prune.md``.
+config with :func:`surefast.compress.api.register` (for :func:`~surefast.compress.api.compress_`),
+so every built-in method file is imported here by name. See ``docs/prune.md``.
 """
 
 from surefast.compress.prune.llm_pruner import LLMPrunerConfig, llm_prune_

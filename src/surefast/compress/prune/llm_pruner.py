@@ -31,6 +31,7 @@ Our choices where the paper's setup does not fit a standard Hugging Face config:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -39,7 +40,6 @@ import torch
 from torch import nn
 
 from surefast.compress.api import CompressionConfig, register
-from surefast.compress.arch import ArchFacts, arch_facts, decoder_layers, get
 from surefast.compress.prune.structured import (
     WholeModelMethod,
     block_param_count,
@@ -55,6 +55,7 @@ from surefast.compress.prune.structured import (
     text_config,
 )  # fmt: skip
 from surefast.errors import SurefastError
+from surefast.models.arch import ArchFacts, arch_facts, decoder_layers, get
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,15 @@ class LLMPrunerConfig(CompressionConfig):
     seq_len: int = 128
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.ratio < 0.9:
-            raise SurefastError(f"llm-pruner ratio must be in [0, 0.9), got {self.ratio}", "the default is 0.2")
-        if self.n_samples < 1 or self.seq_len < 2:
-            raise SurefastError("llm-pruner needs at least one calibration sequence of 2+ tokens")
+        # numbers first: "x" < 1 would be a TypeError, not a one-line SurefastError
+        if not isinstance(self.ratio, numbers.Real) or not 0.0 <= self.ratio < 0.9:
+            raise SurefastError(f"llm-pruner ratio must be in [0, 0.9), got {self.ratio!r}", "the default is 0.2")
+        sizes = (self.n_samples, self.seq_len)
+        if not all(isinstance(v, numbers.Real) for v in sizes) or self.n_samples < 1 or self.seq_len < 2:
+            raise SurefastError(
+                "llm-pruner needs at least one calibration sequence of 2+ tokens",
+                f"got n_samples={self.n_samples!r}, seq_len={self.seq_len!r}; the defaults are 8 and 128",
+            )
 
 
 # --- importance --------------------------------------------------------------------------------

@@ -35,8 +35,12 @@ def prune_count(n: int, sparsity: float) -> int:
 
 
 def check_sparsity(sparsity: float) -> None:
-    if not 0.0 <= float(sparsity) < 1.0:
-        raise SurefastError(f"sparsity must be in [0, 1), got {sparsity}", "use e.g. --sparsity 0.5 for 50%")
+    try:
+        ok = 0.0 <= float(sparsity) < 1.0
+    except (TypeError, ValueError):  # not a number ("x", a list): one line, not float()'s traceback
+        ok = False
+    if not ok:
+        raise SurefastError(f"sparsity must be in [0, 1), got {sparsity!r}", "use e.g. --sparsity 0.5 for 50%")
 
 
 def parse_nm(nm: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -50,7 +54,10 @@ def parse_nm(nm: str | tuple[int, int] | None) -> tuple[int, int] | None:
         except ValueError:
             raise SurefastError(f"cannot read N:M pattern {nm!r}", "write it as N:M, e.g. 2:4 or 4:8") from None
     else:
-        n, m = (int(v) for v in nm)
+        try:
+            n, m = (int(v) for v in nm)
+        except (TypeError, ValueError):  # a number (YAML reads 2:4 as 124), or not two whole numbers
+            raise SurefastError(f"cannot read N:M pattern {nm!r}", "write it as N:M, e.g. 2:4 or 4:8") from None
     if not 0 < n < m:
         raise SurefastError(f"N:M pattern {n}:{m} needs 0 < N < M", "e.g. 2:4 keeps 2 of every 4 weights")
     return n, m

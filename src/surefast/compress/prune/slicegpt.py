@@ -32,6 +32,7 @@ norms) are not invariant under a rotation of the residual stream and are refused
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -40,7 +41,6 @@ import torch
 from torch import nn
 
 from surefast.compress.api import CompressionConfig, register
-from surefast.compress.arch import ArchFacts, arch_facts, decoder_layers, get
 from surefast.compress.prune.structured import (
     WholeModelMethod,
     config_accepts,
@@ -52,6 +52,7 @@ from surefast.compress.prune.structured import (
     text_config,
 )  # fmt: skip
 from surefast.errors import SurefastError
+from surefast.models.arch import ArchFacts, arch_facts, decoder_layers, get
 
 BATCH = 4
 
@@ -67,10 +68,11 @@ class SliceGPTConfig(CompressionConfig):
     n_samples: int = 0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.ratio < 1.0:
-            raise SurefastError(f"slicegpt ratio must be in [0, 1), got {self.ratio}", "the default is 0.2")
-        if self.multiple_of < 1:
-            raise SurefastError(f"slicegpt multiple_of must be >= 1, got {self.multiple_of}")
+        # numbers first: "x" < 1 would be a TypeError, not a one-line SurefastError
+        if not isinstance(self.ratio, numbers.Real) or not 0.0 <= self.ratio < 1.0:
+            raise SurefastError(f"slicegpt ratio must be in [0, 1), got {self.ratio!r}", "the default is 0.2")
+        if not isinstance(self.multiple_of, numbers.Real) or self.multiple_of < 1:
+            raise SurefastError(f"slicegpt multiple_of must be >= 1, got {self.multiple_of!r}", "the default is 1")
 
 
 def new_dim(hidden: int, ratio: float, multiple_of: int = 1, accepts: Callable[[int], bool] | None = None) -> int:

@@ -28,6 +28,7 @@ Our choices where the paper is silent or loose:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -54,10 +55,11 @@ class SparseGPTConfig(CompressionConfig):
     def __post_init__(self) -> None:
         check_sparsity(self.sparsity)
         nm = parse_nm(self.nm)
-        if self.blocksize < 1 or (nm is not None and self.blocksize % nm[1]):
+        # numbers first: "x" < 1 would be a TypeError, not a one-line SurefastError
+        if not isinstance(self.blocksize, numbers.Real) or self.blocksize < 1 or (nm and self.blocksize % nm[1]):
             raise SurefastError(f"SparseGPT blocksize {self.blocksize} must be a positive multiple of M",
                                 "use the default blocksize 128")  # fmt: skip
-        if self.percdamp < 0:
+        if not isinstance(self.percdamp, numbers.Real) or self.percdamp < 0:
             raise SurefastError(f"percdamp must be >= 0, got {self.percdamp}", "the default is 0.01")
 
 

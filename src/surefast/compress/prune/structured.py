@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from surefast.compress.api import Method
-from surefast.compress.arch import ArchFacts, decoder_layers, fuse_experts_, get, is_fused_experts
+from surefast.compress.arch import fuse_experts_, is_fused_experts
+from surefast.models.arch import ArchFacts, decoder_layers, get
 
 
 def keep_linear_(lin: nn.Linear, keep: torch.Tensor, dim: str) -> None:

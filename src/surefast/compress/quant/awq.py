@@ -39,6 +39,7 @@ class AWQConfig(CompressionConfig):
 
     def __post_init__(self) -> None:
         check_bits(self.bits)
+        check_bits(self.act_bits, "act_bits", off=16)  # here, not once the model has loaded (and GPTQ run)
 
 
 def awq_search(weights: list[torch.Tensor], x: torch.Tensor, config: AWQConfig) -> tuple[torch.Tensor, float]:

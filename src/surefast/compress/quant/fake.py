@@ -25,10 +25,15 @@ from torch import nn
 HOOK_ATTR = "_surefast_input_transform"
 
 
-def check_bits(bits: int, what: str = "bits") -> None:
+def check_bits(bits: int, what: str = "bits", off: int | None = None) -> None:
+    """``bits`` in 2..8; with ``off``, also ``off`` or more (that many bits means not quantized)."""
     from surefast.errors import SurefastError
 
-    if not 2 <= int(bits) <= 8:
+    try:
+        ok = 2 <= int(bits) <= 8 or (off is not None and int(bits) >= off)
+    except (TypeError, ValueError, OverflowError):  # "x", NaN, infinity: one line, not int()'s traceback
+        ok = False
+    if not ok:
         raise SurefastError(f"{what}={bits} is out of range", "integer quantization supports 2 to 8 bits (16 = off)")
 
 

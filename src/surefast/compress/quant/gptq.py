@@ -52,6 +52,7 @@ class GPTQConfig(CompressionConfig):
 
     def __post_init__(self) -> None:
         check_bits(self.bits)
+        check_bits(self.act_bits, "act_bits", off=16)  # here, not once the model has loaded (and GPTQ run)
 
 
 def gptq_quantize(

@@ -47,7 +47,7 @@ def _register() -> None:
 
 def install_kv_quant_(model: Any, bits: int) -> None:
     """Quantize keys and values to ``bits`` in every attention module of ``model``."""
-    from surefast.compress.arch import arch_facts, decoder_layers, get
+    from surefast.models.arch import arch_facts, decoder_layers, get
 
     _register()
     arch = arch_facts(model)

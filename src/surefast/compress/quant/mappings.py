@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from surefast.compress.arch import ArchFacts, UnfusedExperts, get
+from surefast.compress.arch import UnfusedExperts
+from surefast.models.arch import ArchFacts, get
 
 
 @dataclass

@@ -28,7 +28,6 @@ from typing import Any, ClassVar
 import torch
 
 from surefast.compress.api import CompressionConfig, Method, register
-from surefast.compress.arch import decoder_layers, get
 from surefast.compress.quant.fake import check_bits, install_act_quant_, install_input_transform_
 from surefast.compress.quant.gptq import GPTQConfig, gptq_quantize
 from surefast.compress.quant.hadamard import hadamard_matrix, random_hadamard
@@ -44,6 +43,7 @@ from surefast.compress.quant.rotation import (
     rotates_residual,
 )  # fmt: skip
 from surefast.compress.quant.rtn import RTNConfig, rtn_quantize
+from surefast.models.arch import decoder_layers, get
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class QuaRotConfig(CompressionConfig):
 
     def __post_init__(self) -> None:
         check_bits(self.bits)
+        check_bits(self.act_bits, "act_bits", off=16)  # here, not once the model has loaded (and GPTQ run)
         if self.weight_method not in ("gptq", "rtn"):
             from surefast.errors import SurefastError
 

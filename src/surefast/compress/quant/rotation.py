@@ -31,8 +31,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from surefast.compress.arch import ArchFacts, UnfusedExperts, decoder_layers, decoder_prefix, get
+from surefast.compress.arch import UnfusedExperts
 from surefast.compress.quant.mappings import scale_groups
+from surefast.models.arch import ArchFacts, decoder_layers, decoder_prefix, get
 
 NORM_HOOK_ATTR = "_surefast_norm_rotation"
 

@@ -36,6 +36,7 @@ class SmoothQuantConfig(CompressionConfig):
 
     def __post_init__(self) -> None:
         check_bits(self.bits)
+        check_bits(self.act_bits, "act_bits", off=16)  # here, not once the model has loaded (and GPTQ run)
 
 
 def smooth_scales(act_absmax: torch.Tensor, weight_absmax: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -37,13 +37,13 @@ from typing import Any, ClassVar
 import torch
 
 from surefast.compress.api import register
-from surefast.compress.arch import decoder_layers
 from surefast.compress.quant.fake import fake_quant_tokens
 from surefast.compress.quant.hadamard import HadamardTransform, hadamard_matrix, random_hadamard
 from surefast.compress.quant.mappings import scale_groups
 from surefast.compress.quant.quarot import QuaRot, QuaRotConfig, encode_matrix, norm_keep, rotate_model_
 from surefast.compress.quant.rotation import head_dim, online_hadamard_targets, prepare_for_rotation_
 from surefast.errors import SurefastError
+from surefast.models.arch import decoder_layers
 
 
 @dataclass(frozen=True)

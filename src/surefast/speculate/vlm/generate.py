@@ -1,29 +1,29 @@
 """One call for a VLM prompt: text + images / video in, speculative (or target-only) output out.
 
-``vlm_speculative_generate`` prepares the inputs once (:func:`~.inputs.prepare_inputs`), binds
-them to a target and a draft adapter (:func:`~.adapter.vision_lm`; the draft prunes visual
-tokens if asked) and runs the unchanged LLM engine (:class:`~surefast.speculate.SpeculativeDecoder`)
-with any policy of :data:`~surefast.speculate.POLICY_CONFIGS`. ``method="ar"`` (alias ``"target"``,
-as in :mod:`surefast.speculate.api`) runs the target's own ``generate`` on the same inputs: the
-reference output and the speed baseline.
+``vlm_speculative_generate`` prepares the inputs once (:func:`~.inputs.prepare_inputs`) and
+:func:`vlm_generate` runs one method on them: an engine policy (any of
+:data:`~surefast.speculate.POLICY_CONFIGS`) binds them to a target and a draft adapter
+(:func:`~.adapter.vision_lm`; the draft prunes visual tokens if asked) and runs the unchanged
+LLM engine (:class:`~surefast.speculate.SpeculativeDecoder`); ``method="ar"`` (alias
+``"target"``; method names are read by :func:`~surefast.speculate.api.check_method`) runs the
+target's own ``generate`` on the same inputs through the text baselines' harness
+(:func:`~surefast.speculate.api.hf_generate`): the reference output and the speed baseline.
 """
 
 from __future__ import annotations
 
-import difflib
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from surefast.errors import SurefastError
+from surefast.speculate.api import check_method, engine_policy, hf_generate, hf_model
 from surefast.speculate.engine import SpecOutput, SpeculativeDecoder
-from surefast.speculate.policies import POLICY_CONFIGS, PolicyConfig, policy_config
-from surefast.speculate.stats import SpecStats
+from surefast.speculate.policies import POLICY_CONFIGS, PolicyConfig
 from surefast.speculate.verify import GREEDY, SamplingConfig
-from surefast.speculate.vlm.adapter import VisionLM, vision_lm
+from surefast.speculate.vlm.adapter import vision_lm
 from surefast.speculate.vlm.inputs import VisualInputs, prepare_inputs
 from surefast.speculate.vlm.prune import PruneConfig, PruneReport
 
@@ -36,20 +36,9 @@ class VLMSpecOutput(SpecOutput):
     prune: PruneReport | None = None  # what the draft's pruning did (None: no pruning / target only)
 
 
-AR_METHODS = ("ar", "target")  # the target alone; "target" is the older name
-
-
 def vlm_methods() -> tuple[str, ...]:
     """``"ar"`` (the target alone) and every engine policy (read when called: the policy table may grow)."""
     return ("ar", *POLICY_CONFIGS)
-
-
-def _hf_model(model: Any) -> Any:
-    from surefast.models.load import LoadedModel
-
-    if isinstance(model, LoadedModel):
-        return model.model
-    return model.model if isinstance(model, VisionLM) else model
 
 
 def load_processor(model: Any) -> Any:
@@ -74,18 +63,6 @@ def load_processor(model: Any) -> Any:
                             "VLMs need their processor files (preprocessor_config.json) next to the weights") from exc  # fmt: skip
 
 
-def _policy(method: str, policy: PolicyConfig | None) -> PolicyConfig:
-    if method not in POLICY_CONFIGS:
-        methods = vlm_methods()
-        close = difflib.get_close_matches(method, methods, n=1)
-        raise SurefastError(f"unknown decoding method {method!r} for a VLM",
-                            f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(methods)}")  # fmt: skip
-    config = policy if policy is not None else policy_config(method)
-    if not isinstance(config, POLICY_CONFIGS[method]):
-        raise SurefastError(f"policy {type(config).__name__} does not belong to method {method!r}")
-    return config
-
-
 def vlm_decoder(
     target: Any,
     draft: Any,
@@ -102,28 +79,12 @@ def vlm_decoder(
     ``decoder.stream(inputs.input_ids, max_new_tokens)`` yields token chunks (for a CLI);
     ``decoder.draft.last_prune`` then reports the pruning.
     """
-    t = vision_lm(_hf_model(target), inputs)
-    d = vision_lm(_hf_model(draft), inputs, prune or PruneConfig())
-    return SpeculativeDecoder(t, d, _policy(method, policy), sampling, generator)
+    config = engine_policy(method, policy)  # before binding: a wrong method fails without touching the models
+    t = vision_lm(hf_model(target), inputs)
+    d = vision_lm(hf_model(draft), inputs, prune or PruneConfig())
+    return SpeculativeDecoder(t, d, config, sampling, generator)
 
 
-class _FirstToken:
-    """A ``generate`` streamer noting when the first new token arrives (its first ``put`` is the prompt)."""
-
-    def __init__(self) -> None:
-        self.puts = 0
-        self.at: float | None = None
-
-    def put(self, value: Any) -> None:
-        self.puts += 1
-        if self.puts == 2:
-            self.at = time.perf_counter()
-
-    def end(self) -> None:
-        pass
-
-
-@torch.inference_mode()
 def vlm_target_generate(
     target: Any,
     inputs: VisualInputs,
@@ -133,27 +94,64 @@ def vlm_target_generate(
     eos_token_id: Any = "auto",
     generator: torch.Generator | None = None,
 ) -> VLMSpecOutput:
-    """The target alone (its own ``generate``), timed like the engine: one forward per token, prefill = first token."""
-    model = _hf_model(target)
-    inputs = inputs.to(model.device)
-    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": not sampling.greedy}
-    if not sampling.greedy:
-        kwargs.update(temperature=sampling.temperature, top_k=sampling.top_k or None, top_p=sampling.top_p)
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    if eos_token_id != "auto":
-        kwargs["eos_token_id"] = eos_token_id
-    gen = model.generation_config
-    pad = gen.pad_token_id if gen.pad_token_id is not None else gen.eos_token_id
-    kwargs["pad_token_id"] = pad[0] if isinstance(pad, list) else pad
-    clock = _FirstToken()
-    start = time.perf_counter()
-    out = model.generate(**inputs.generate_kwargs(), streamer=clock, **kwargs)
-    total = time.perf_counter() - start
-    tokens = out[0, inputs.input_ids.shape[1] :].tolist()
-    prefill = (clock.at - start) if clock.at is not None else total
-    stats = SpecStats(method="ar", prompt_tokens=inputs.input_ids.shape[1], new_tokens=len(tokens),
-                      target_forwards=len(tokens), total_s=total, prefill_s=prefill)  # fmt: skip
-    return VLMSpecOutput(tokens, stats, n_visual=inputs.n_visual)
+    """The target alone (its own ``generate`` on the ids and the vision tensors), measured like every method.
+
+    :func:`~surefast.speculate.api.hf_generate` runs it: the same sampling, seeding, padding,
+    forward counting and first-token clock as the text baselines.
+    """
+    out = hf_generate(
+        target,
+        None,
+        inputs.input_ids,
+        sampling=sampling,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos_token_id,
+        generator=generator,
+        vision=inputs.vision,
+    )
+    return VLMSpecOutput(out.tokens, out.stats, n_visual=inputs.n_visual)
+
+
+def vlm_generate(
+    target: Any,
+    draft: Any,
+    inputs: VisualInputs,
+    *,
+    method: str = "sage",
+    policy: PolicyConfig | None = None,
+    prune: PruneConfig | None = None,
+    sampling: SamplingConfig = GREEDY,
+    max_new_tokens: int = 128,
+    eos_token_id: Any = "auto",
+    generator: torch.Generator | None = None,
+    on_tokens: Callable[[list[int]], None] | None = None,
+) -> VLMSpecOutput:
+    """One run of ``method`` on prepared ``inputs`` (:func:`~.inputs.prepare_inputs`): ``ar`` or an engine policy.
+
+    ``on_tokens`` sees the new tokens as they come (each accepted chunk; ``ar``: all at the end).
+    """
+    method = check_method(method)
+    if method == "hf-assisted":
+        raise SurefastError("hf-assisted does not take images here", "use sage, dynamic, static-tree, chain or ar")
+    if method == "ar":
+        out = vlm_target_generate(
+            target,
+            inputs,
+            sampling=sampling,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos_token_id,
+            generator=generator,
+        )
+        if on_tokens is not None:
+            on_tokens(out.tokens)
+        return out
+    decoder = vlm_decoder(
+        target, draft, inputs, method=method, policy=policy, prune=prune, sampling=sampling, generator=generator
+    )
+    run = decoder.generate(inputs.input_ids, max_new_tokens, eos_token_id, on_tokens)
+    return VLMSpecOutput(
+        run.tokens, run.stats, n_visual=inputs.n_visual, prune=getattr(decoder.draft, "last_prune", None)
+    )
 
 
 def vlm_speculative_generate(
@@ -189,16 +187,19 @@ def vlm_speculative_generate(
     greedy output equals the target's own ``generate`` token for token.
     """
     prune = prune if prune is not None else PruneConfig(ratio=prune_ratio)
-    model = _hf_model(target)
+    model = hf_model(target)
     if processor_or_tokenizer is None:
         processor_or_tokenizer = load_processor(target)
     inputs = prepare_inputs(processor_or_tokenizer, model, text, images, video, chat=chat, num_frames=num_frames)
-    if method in AR_METHODS:
-        return vlm_target_generate(model, inputs, sampling=sampling, max_new_tokens=max_new_tokens,
-                                   eos_token_id=eos_token_id, generator=generator)  # fmt: skip
-    decoder = vlm_decoder(model, draft, inputs, method=method, policy=policy, prune=prune, sampling=sampling,
-                          generator=generator)  # fmt: skip
-    out = decoder.generate(inputs.input_ids, max_new_tokens, eos_token_id)
-    return VLMSpecOutput(
-        out.tokens, out.stats, n_visual=inputs.n_visual, prune=getattr(decoder.draft, "last_prune", None)
+    return vlm_generate(
+        model,
+        draft,
+        inputs,
+        method=method,
+        policy=policy,
+        prune=prune,
+        sampling=sampling,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos_token_id,
+        generator=generator,
     )

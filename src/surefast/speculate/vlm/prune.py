@@ -26,6 +26,7 @@ What we do (our choices, where the paper is silent):
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ from typing import Any
 
 import torch
 
+from surefast.models.arch import decoder_body
 from surefast.speculate.cache import KVCache
+from surefast.speculate.stats import ConfigError
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,13 @@ class PruneConfig:
     attention_share: float = 0.5
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.ratio < 1.0:
-            raise ValueError(f"prune ratio must lie in [0, 1), got {self.ratio}")
-        if not 0.0 <= self.attention_share <= 1.0:
-            raise ValueError(f"attention_share must lie in [0, 1], got {self.attention_share}")
+        # ConfigError (a SurefastError and a ValueError): --prune-ratio ends here, and the CLI
+        # prints a SurefastError as one line. A number first: "x" <= 1.0 is a TypeError.
+        hint = "ratio in [0, 1) (0.8-0.9 is SAGE's best), attention_share in [0, 1] (default 0.5)"
+        if not isinstance(self.ratio, numbers.Real) or not 0.0 <= self.ratio < 1.0:
+            raise ConfigError(f"prune ratio must lie in [0, 1), got {self.ratio}", hint)
+        if not isinstance(self.attention_share, numbers.Real) or not 0.0 <= self.attention_share <= 1.0:
+            raise ConfigError(f"attention_share must lie in [0, 1], got {self.attention_share}", hint)
 
 
 @dataclass
@@ -84,8 +90,7 @@ def select_kept(
 
 
 def _language_model(model: Any) -> Any:
-    inner = getattr(model, "model", model)
-    return getattr(inner, "language_model", None) or model.get_decoder()
+    return decoder_body(model)  # the text decoder: a VLM's model.language_model (surefast.models.arch)
 
 
 @contextmanager
