@@ -19,8 +19,12 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    body = {**payload, "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine_facts(),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    body = {
+        **payload,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine_facts(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     path.write_text(json.dumps(body, indent=2, default=float) + "\n")
     return path
 

@@ -85,8 +85,12 @@ def main() -> None:
 
     data = json.loads(OUT.read_text()) if OUT.is_file() else {}
     models: dict[str, dict[str, Any]] = data.get("models", {})
-    settings = {"calib": f"stdlib {args.calib_samples}x{args.calib_len}", "dtype": args.dtype,
-                "eval": f"heldout {args.eval_windows}x{args.eval_len}", "spinquant_steps": args.spin_steps}  # fmt: skip
+    settings = {
+        "calib": f"stdlib {args.calib_samples}x{args.calib_len}",
+        "dtype": args.dtype,
+        "eval": f"heldout {args.eval_windows}x{args.eval_len}",
+        "spinquant_steps": args.spin_steps,
+    }
 
     def save() -> None:
         write_result("method_matrix", {"settings": settings, "cells": CELLS, "models": models})
@@ -98,8 +102,12 @@ def main() -> None:
         calib = calibration_ids(CalibrationConfig(n_samples=args.calib_samples, seq_len=args.calib_len), tok)
         evalw = tokenize_windows(heldout_text(), tok, args.eval_windows, args.eval_len, seed=0)
         if "dense" not in entry or args.force:
-            entry["dense"] = {"status": "ok", "arch": base.model.config.model_type, "params": params(base.model),
-                              "perplexity": round(perplexity(base.model, evalw), 4)}  # fmt: skip
+            entry["dense"] = {
+                "status": "ok",
+                "arch": base.model.config.model_type,
+                "params": params(base.model),
+                "perplexity": round(perplexity(base.model, evalw), 4),
+            }
             save()
         del base
         dense_ppl = entry["dense"]["perplexity"]
@@ -114,15 +122,22 @@ def main() -> None:
             try:
                 compress_(model, make_config(method, **kw), calib, tokenizer=tok)
             except Exception as exc:  # a real limit is a result: record it and go on
-                entry[cell] = {"status": f"{type(exc).__name__}: {exc}".splitlines()[0],
-                               "trace": traceback.format_exc(limit=-3)}  # fmt: skip
+                entry[cell] = {
+                    "status": f"{type(exc).__name__}: {exc}".splitlines()[0],
+                    "trace": traceback.format_exc(limit=-3),
+                }
                 print(f"{name:30s} {cell:18s} FAILED {entry[cell]['status']}", flush=True)
             else:
                 seconds = time.perf_counter() - start
                 ppl = perplexity(model, evalw)
-                entry[cell] = {"status": "ok", "seconds": round(seconds, 1), "perplexity": round(ppl, 3),
-                               "ppl_vs_dense": round(ppl / dense_ppl, 3), "params_before": before,
-                               "params_after": params(model)}  # fmt: skip
+                entry[cell] = {
+                    "status": "ok",
+                    "seconds": round(seconds, 1),
+                    "perplexity": round(ppl, 3),
+                    "ppl_vs_dense": round(ppl / dense_ppl, 3),
+                    "params_before": before,
+                    "params_after": params(model),
+                }
                 print(f"{name:30s} {cell:18s} ok {seconds:7.1f}s  ppl {ppl:9.3f} ({ppl / dense_ppl:.2f}x)", flush=True)
             del model
             save()

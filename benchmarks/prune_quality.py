@@ -100,8 +100,14 @@ def run_model(name: str, methods: list[str], args: argparse.Namespace, save: Any
     dense, tok = loaded.model.eval(), loaded.tokenizer
     ids = heldout_ids(tok, args.ppl_tokens)
     params = sum(p.numel() for p in dense.parameters())
-    out: dict[str, Any] = {"dense": {"perplexity": perplexity(dense, ids, args.ppl_window), "seconds": 0.0,
-                                     "decode_tokens_per_s": None, "params": params}}  # fmt: skip
+    out: dict[str, Any] = {
+        "dense": {
+            "perplexity": perplexity(dense, ids, args.ppl_window),
+            "seconds": 0.0,
+            "decode_tokens_per_s": None,
+            "params": params,
+        }
+    }
     print(name, "dense", out["dense"], flush=True)
     calib = CalibrationConfig(n_samples=args.n_samples, seq_len=args.seq_len)
     dense_tps: list[float] = []
@@ -111,8 +117,12 @@ def run_model(name: str, methods: list[str], args: argparse.Namespace, save: Any
         start = time.perf_counter()
         result = compress_(model, make_config(method, **kw), calib, tokenizer=tok, base_fingerprint=loaded.fingerprint)
         seconds = time.perf_counter() - start
-        row: dict[str, Any] = {"perplexity": perplexity(model, ids, args.ppl_window), "seconds": round(seconds, 2),
-                               "decode_tokens_per_s": None, "params": sum(p.numel() for p in model.parameters())}  # fmt: skip
+        row: dict[str, Any] = {
+            "perplexity": perplexity(model, ids, args.ppl_window),
+            "seconds": round(seconds, 2),
+            "decode_tokens_per_s": None,
+            "params": sum(p.numel() for p in model.parameters()),
+        }
         sparsities = [v["sparsity"] for v in result.layers.values() if "sparsity" in v]
         if sparsities:
             row["mean_layer_sparsity"] = round(sum(sparsities) / len(sparsities), 6)

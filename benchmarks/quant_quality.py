@@ -98,8 +98,19 @@ def run_peer(
     """llm-compressor's GPTQ W4A16 in its own environment; returns its perplexity and time."""
     with tempfile.TemporaryDirectory() as tmp:
         torch.save({"calib": calib, "eval": evalw}, Path(tmp) / "ids.pt")
-        cmd = [python, __file__, "--peer-child", str(folder), str(Path(tmp) / "ids.pt"), "--dtype", dtype,
-               "--threads", str(threads), "--peer-group-size", str(group)]  # fmt: skip
+        cmd = [
+            python,
+            __file__,
+            "--peer-child",
+            str(folder),
+            str(Path(tmp) / "ids.pt"),
+            "--dtype",
+            dtype,
+            "--threads",
+            str(threads),
+            "--peer-group-size",
+            str(group),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
     if proc.returncode != 0:
         return {"error": (proc.stderr or proc.stdout)[-2000:]}
@@ -127,9 +138,18 @@ def peer_child(folder: str, ids_path: str, dtype: str, group: int) -> None:
     oneshot(model=model, dataset=ds, recipe=recipe, num_calibration_samples=len(calib), max_seq_length=calib.shape[1])
     seconds = time.perf_counter() - start
     ppl = perplexity(model, evalw)
-    print(json.dumps({"perplexity": ppl, "seconds": seconds, "llmcompressor": llmcompressor.__version__,
-                      "dense_perplexity_in_its_env": dense_ppl, "transformers": transformers.__version__,
-                      "recipe": f"GPTQModifier(int4 symmetric, group {group}, actorder static (default), ignore lm_head)"}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "perplexity": ppl,
+                "seconds": seconds,
+                "llmcompressor": llmcompressor.__version__,
+                "dense_perplexity_in_its_env": dense_ppl,
+                "transformers": transformers.__version__,
+                "recipe": f"GPTQModifier(int4 symmetric, group {group}, actorder static (default), ignore lm_head)",
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -168,12 +188,21 @@ def main() -> None:
     torch.manual_seed(0)
     data = load_results(args.out)
     data.setdefault("commands", []).append(" ".join([Path(sys.executable).name, *sys.argv]))
-    data.update({
-        "settings": {"calib": f"stdlib {args.calib_samples}x{args.calib_len}", "eval": f"heldout {args.eval_windows}x{args.eval_len}",
-                     "dtype": args.dtype},
-        "versions": {"surefast": surefast.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads()},
-    })  # fmt: skip
+    data.update(
+        {
+            "settings": {
+                "calib": f"stdlib {args.calib_samples}x{args.calib_len}",
+                "eval": f"heldout {args.eval_windows}x{args.eval_len}",
+                "dtype": args.dtype,
+            },
+            "versions": {
+                "surefast": surefast.__version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+            },
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads()},
+        }
+    )
     for name in args.models.split(","):
         entry = data["models"].setdefault(name, {})
         loaded = load_model(name, dtype=args.dtype, device="cpu")
@@ -195,8 +224,12 @@ def main() -> None:
             seconds = time.perf_counter() - start
             t0 = time.perf_counter()
             ppl = perplexity(model, evalw)
-            entry[preset] = {"perplexity": round(ppl, 4), "seconds": round(seconds, 2),
-                             "eval_seconds": round(time.perf_counter() - t0, 2), **extra}  # fmt: skip
+            entry[preset] = {
+                "perplexity": round(ppl, 4),
+                "seconds": round(seconds, 2),
+                "eval_seconds": round(time.perf_counter() - t0, 2),
+                **extra,
+            }
             if "dense" in entry:
                 entry[preset]["ppl_vs_dense"] = round(ppl / entry["dense"]["perplexity"], 4)
             print(f"{name:32s} {preset:18s} ppl {ppl:9.3f}  compress {seconds:7.1f}s", flush=True)

@@ -174,18 +174,31 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     peak = bf16_matmul_flops()
-    results = {name: bench_model(name, args.n, args.batch_tokens, args.lmeval_batch_size, args.chunk, peak, args.dtype)
-               for name in args.models.split(",")}  # fmt: skip
+    results = {
+        name: bench_model(name, args.n, args.batch_tokens, args.lmeval_batch_size, args.chunk, peak, args.dtype)
+        for name in args.models.split(",")
+    }
     import lm_eval
 
-    path = write_result("scoring_vs_lmeval" + (f"-{args.tag}" if args.tag else ""), {
-        "models": results, "bf16_matmul_flops_per_s": peak, "lm_eval_version": lm_eval.__version__,
-        "task": "mmlu", "strategy": "shared", "n_shots": 5, "dtype": args.dtype, "chunk": args.chunk,
-        "targets": {"speedup": 4.0, "argmax_agreement": 0.99},
-    })  # fmt: skip
+    path = write_result(
+        "scoring_vs_lmeval" + (f"-{args.tag}" if args.tag else ""),
+        {
+            "models": results,
+            "bf16_matmul_flops_per_s": peak,
+            "lm_eval_version": lm_eval.__version__,
+            "task": "mmlu",
+            "strategy": "shared",
+            "n_shots": 5,
+            "dtype": args.dtype,
+            "chunk": args.chunk,
+            "targets": {"speedup": 4.0, "argmax_agreement": 0.99},
+        },
+    )
     for name, r in results.items():
-        print(f"{name}: surefast {r['surefast_items_per_s']:.2f} items/s, lm-eval {r['lmeval_items_per_s']:.2f} "
-              f"items/s, speed-up {r['speedup']:.2f}x, argmax agreement {r['argmax_agreement']:.3f}")  # fmt: skip
+        print(
+            f"{name}: surefast {r['surefast_items_per_s']:.2f} items/s, lm-eval {r['lmeval_items_per_s']:.2f} "
+            f"items/s, speed-up {r['speedup']:.2f}x, argmax agreement {r['argmax_agreement']:.3f}"
+        )
     print(f"wrote {path}")
 
 

@@ -99,8 +99,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     prepared = []
     for item in items:
-        prepared.append(prepare_inputs(processor, target, item.question, item.images or None, item.video,
-                                       num_frames=args.num_frames))  # fmt: skip
+        prepared.append(
+            prepare_inputs(
+                processor, target, item.question, item.images or None, item.video, num_frames=args.num_frames
+            )
+        )
     for c in configs:  # warm-up, not measured
         gen(c, prepared[0], 4)
     rows = []
@@ -110,32 +113,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ref = outs[("ar", 0.0)][0]
         for (method, ratio), (out, report) in outs.items():
             s = out.stats
-            rows.append({
-                "item": item.id, "method": method, "prune_ratio": ratio, "n_visual": inp.n_visual,
-                "dropped": report.n_dropped if report else 0, "prompt_tokens": inp.input_ids.shape[1],
-                "new_tokens": s.new_tokens, "tokens_per_forward": s.tokens_per_forward,
-                "e2e_tokens_per_s": s.e2e_tokens_per_s, "speedup_vs_ar": s.e2e_tokens_per_s / ref.stats.e2e_tokens_per_s,
-                "equal_to_ar": out.tokens == ref.tokens,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "item": item.id,
+                    "method": method,
+                    "prune_ratio": ratio,
+                    "n_visual": inp.n_visual,
+                    "dropped": report.n_dropped if report else 0,
+                    "prompt_tokens": inp.input_ids.shape[1],
+                    "new_tokens": s.new_tokens,
+                    "tokens_per_forward": s.tokens_per_forward,
+                    "e2e_tokens_per_s": s.e2e_tokens_per_s,
+                    "speedup_vs_ar": s.e2e_tokens_per_s / ref.stats.e2e_tokens_per_s,
+                    "equal_to_ar": out.tokens == ref.tokens,
+                }
+            )
     summary = []
     print(f"{'method':12s} {'ratio':>5s} {'tok/fwd':>8s} {'tok/s':>8s} {'x ar':>6s} {'equal':>6s}")
     for method, ratio in configs:
         sel = [r for r in rows if r["method"] == method and r["prune_ratio"] == ratio]
         row = {
-            "method": method, "prune_ratio": ratio, "items": len(sel),
+            "method": method,
+            "prune_ratio": ratio,
+            "items": len(sel),
             "tokens_per_forward": statistics.median(r["tokens_per_forward"] for r in sel),
             "e2e_tokens_per_s": statistics.median(r["e2e_tokens_per_s"] for r in sel),
             "speedup_vs_ar": statistics.median(r["speedup_vs_ar"] for r in sel),
             "equal_to_ar": sum(r["equal_to_ar"] for r in sel) / len(sel),
-        }  # fmt: skip
+        }
         summary.append(row)
-        print(f"{method:12s} {ratio:5.2f} {row['tokens_per_forward']:8.2f} {row['e2e_tokens_per_s']:8.1f} "
-              f"{row['speedup_vs_ar']:6.2f} {row['equal_to_ar']:6.2f}")  # fmt: skip
+        print(
+            f"{method:12s} {ratio:5.2f} {row['tokens_per_forward']:8.2f} {row['e2e_tokens_per_s']:8.1f} "
+            f"{row['speedup_vs_ar']:6.2f} {row['equal_to_ar']:6.2f}"
+        )
     label = "PLUMBING ONLY: tiny random models on a CPU; no speed claims" if args.tiny else "real weights"
     print(label)
-    return {"label": label, "tiny": args.tiny, "target": args.target if not args.tiny else f"tiny:{args.tiny_arch}@0",
-            "draft": args.draft if not args.tiny else "tiny noisy copy", "dataset": args.dataset if not args.tiny else
-            "synthetic", "summary": summary, "rows": rows}  # fmt: skip
+    return {
+        "label": label,
+        "tiny": args.tiny,
+        "target": args.target if not args.tiny else f"tiny:{args.tiny_arch}@0",
+        "draft": args.draft if not args.tiny else "tiny noisy copy",
+        "dataset": args.dataset if not args.tiny else "synthetic",
+        "summary": summary,
+        "rows": rows,
+    }
 
 
 def main() -> None:

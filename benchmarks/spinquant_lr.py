@@ -45,8 +45,11 @@ def main(lrs: list[float], steps_list: list[int]) -> None:
         for steps in steps_list:
             start = time.time()
             r1, r2, _ = learn_rotations(model, arch, ids, SpinQuantConfig(bits=4, act_bits=4, steps=steps, lr=lr))
-            print(f"lr {lr:g} steps {steps}: train {objective(r1, r2, ids):.4f} held-out {objective(r1, r2, held):.4f}"
-                  f"  ({time.time() - start:.0f} s)", flush=True)  # fmt: skip
+            print(
+                f"lr {lr:g} steps {steps}: train {objective(r1, r2, ids):.4f} held-out {objective(r1, r2, held):.4f}"
+                f"  ({time.time() - start:.0f} s)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -42,13 +42,31 @@ def test_models_info_on_a_tiny_model():
 
 
 def test_compress_takes_any_config_field_as_an_option(tmp_path):
-    out = run("compress", "--model", "tiny:llama@1", "--method", "gptq", "--out", str(tmp_path / "m"), "--dtype", "fp32",
-              "--n-samples", "2", "--seq-len", "16", "-o", "act_order=False", "-o", "damp=0.05")  # fmt: skip
+    out = run(
+        "compress",
+        "--model",
+        "tiny:llama@1",
+        "--method",
+        "gptq",
+        "--out",
+        str(tmp_path / "m"),
+        "--dtype",
+        "fp32",
+        "--n-samples",
+        "2",
+        "--seq-len",
+        "16",
+        "-o",
+        "act_order=False",
+        "-o",
+        "damp=0.05",
+    )
     assert out.returncode == 0, out.stderr
     import json
 
     config = json.loads((tmp_path / "m" / "surefast_compression.json").read_text())["config"]
     assert config["act_order"] is False and config["damp"] == 0.05 and config["clip_search"] is True
-    bad = run("compress", "--model", "tiny:llama@1", "--method", "gptq", "--out", str(tmp_path / "n"),
-              "-o", "clip_serch=True")  # fmt: skip
+    bad = run(
+        "compress", "--model", "tiny:llama@1", "--method", "gptq", "--out", str(tmp_path / "n"), "-o", "clip_serch=True"
+    )
     assert bad.returncode == 2 and "did you mean 'clip_search'" in bad.stderr and "Traceback" not in bad.stderr

@@ -12,9 +12,19 @@ def rows_for(model, compression, task, acc, size, cov=0.9, splits=20, noise=0.01
         for score_fn in ("lac", "aps"):
             for s in range(splits):
                 for metric, value in (("accuracy", acc), ("mean_set_size", size), ("coverage", cov)):
-                    out.append({"model": model, "compression": compression, "task": task, "strategy": strategy,
-                                "score_fn": score_fn, "alpha": 0.1, "split": s, "metric": metric,
-                                "value": value + noise * rng.standard_normal()})  # fmt: skip
+                    out.append(
+                        {
+                            "model": model,
+                            "compression": compression,
+                            "task": task,
+                            "strategy": strategy,
+                            "score_fn": score_fn,
+                            "alpha": 0.1,
+                            "split": s,
+                            "metric": metric,
+                            "value": value + noise * rng.standard_normal(),
+                        }
+                    )
     return out
 
 

@@ -45,8 +45,17 @@ window.addEventListener("load", () => {
 
 def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     assert CHROMIUM is not None
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-             f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000"]  # fmt: skip
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=10000",
+    ]
     return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=None)
 
 
@@ -77,8 +86,14 @@ def test_report_renders_with_tables_images_and_no_errors(report: Path, tmp_path:
     assert dumped.returncode == 0, dumped.stderr[-2000:]
     dom = dumped.stdout
     assert dom.count("<table>") == 2 and dom.count("<tr>") >= 1 + 2 * 7
-    for heading in ("Findings", "Main table", "Per task", "Accuracy vs uncertainty", "Sweep: wanda on fam-0.5b",
-                    "Coverage"):  # fmt: skip
+    for heading in (
+        "Findings",
+        "Main table",
+        "Per task",
+        "Accuracy vs uncertainty",
+        "Sweep: wanda on fam-0.5b",
+        "Coverage",
+    ):
         assert f"<h2>{heading}" in dom, heading
     probe = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)[1].replace("&quot;", '"'))
     assert len(probe["imgs"]) == n_images
@@ -102,8 +117,10 @@ def test_report_renders_with_tables_images_and_no_errors(report: Path, tmp_path:
 def test_the_probe_sees_broken_images_and_script_errors(tmp_path: Path):
     """The checks above can fail: a page with a broken image and a script error trips them."""
     bad = tmp_path / "bad.html"
-    bad.write_text('<!doctype html><html><body><img alt="x" src="data:image/png;base64,AAAA">'
-                   "<script>console.error('boom'); undefinedFunction();</script>" + PROBE + "</body></html>")  # fmt: skip
+    bad.write_text(
+        '<!doctype html><html><body><img alt="x" src="data:image/png;base64,AAAA">'
+        "<script>console.error('boom'); undefinedFunction();</script>" + PROBE + "</body></html>"
+    )
     dumped = chromium(tmp_path / "profile", "--dump-dom", bad.as_uri())
     probe = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dumped.stdout, re.S)[1].replace("&quot;", '"'))
     assert probe["imgs"][0]["width"] == 0

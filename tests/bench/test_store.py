@@ -7,8 +7,20 @@ from surefast.errors import SurefastError
 
 
 def rows(task: str, n: int = 3, value: float = 0.5):
-    return [{"model": "m", "model_fp": "fp", "task": task, "strategy": "shared", "score_fn": "lac",
-             "alpha": 0.1, "split": i, "metric": "coverage", "value": value} for i in range(n)]  # fmt: skip
+    return [
+        {
+            "model": "m",
+            "model_fp": "fp",
+            "task": task,
+            "strategy": "shared",
+            "score_fn": "lac",
+            "alpha": 0.1,
+            "split": i,
+            "metric": "coverage",
+            "value": value,
+        }
+        for i in range(n)
+    ]
 
 
 def test_parts_are_stored_and_queried(tmp_path):

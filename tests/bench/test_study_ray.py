@@ -21,8 +21,13 @@ pytest.importorskip("ray", reason="Ray is not installed (pip install 'surefast[c
 
 def test_ray_executor_runs_every_job_in_a_worker(plan_path, uninterrupted_rows, isolated_home, tmp_path):
     run_env = {**env(), "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0"}  # a fresh local instance, no telemetry
-    proc = subprocess.Popen(study_cmd(plan_path, "--executor", "ray", "--report", str(tmp_path / "report")),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env)  # fmt: skip
+    proc = subprocess.Popen(
+        study_cmd(plan_path, "--executor", "ray", "--report", str(tmp_path / "report")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=run_env,
+    )
     out, _ = proc.communicate()
     assert proc.returncode == 0, out
     assert "Started a local Ray instance" in out
@@ -37,8 +42,12 @@ def test_ray_executor_runs_every_job_in_a_worker(plan_path, uninterrupted_rows, 
     assert all(job["worker"] and not job["worker"].endswith(f":{proc.pid}") for job in jobs.values()), jobs
     assert (tmp_path / "report" / "report.html").is_file()
     # Running it again finds everything done and starts nothing, not even Ray.
-    again = subprocess.run(study_cmd(plan_path, "--executor", "ray", "--report", str(tmp_path / "report")),
-                           capture_output=True, text=True, env=run_env)  # fmt: skip
+    again = subprocess.run(
+        study_cmd(plan_path, "--executor", "ray", "--report", str(tmp_path / "report")),
+        capture_output=True,
+        text=True,
+        env=run_env,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.count("already done") == len(jobs) and "Ray instance" not in again.stdout + again.stderr
     assert run.read_meta()["jobs"] == jobs

@@ -39,8 +39,13 @@ from .study_helpers import (
 def test_kill9_and_restart_recomputes_nothing_finished(plan_path, uninterrupted_rows, isolated_home, tmp_path):
     run_id = load_plan(plan_path).run_id
     folder = isolated_home / "results" / "runs" / run_id
-    proc = subprocess.Popen(study_cmd(plan_path, "--report", str(tmp_path / "r1")), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env())  # fmt: skip
+    proc = subprocess.Popen(
+        study_cmd(plan_path, "--report", str(tmp_path / "r1")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env(),
+    )
     # Kill once a part is stored and a later unit has begun scoring (a shard written, its part
     # not yet): the kill lands between units' work, inside a job, with a half-scored unit.
     while proc.poll() is None:
@@ -85,8 +90,16 @@ def test_kill9_and_restart_recomputes_nothing_finished(plan_path, uninterrupted_
 def test_two_runs_of_one_plan_share_a_store(plan_path, uninterrupted_rows, isolated_home, tmp_path):
     """Started together on one store: both finish, the run is complete, readable and equal to
     an uninterrupted run (duplicated work is allowed, duplicated or torn rows are not)."""
-    procs = [subprocess.Popen(study_cmd(plan_path, "--report", str(tmp_path / f"r{k}")), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=env()) for k in range(2)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            study_cmd(plan_path, "--report", str(tmp_path / f"r{k}")),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env(),
+        )
+        for k in range(2)
+    ]
     outs = [p.communicate()[0] for p in procs]
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out
@@ -135,8 +148,18 @@ def test_model_size_survives_a_kill_after_the_last_part(isolated_home, monkeypat
     import surefast.bench.study as study
     from surefast.bench.plan import plan_from_dict
 
-    plan = plan_from_dict({"models": ["tiny:llama@0"], "tasks": ["mmlu"], "strategies": ["base"], "shots": 0,
-                           "n": 18, "splits": 5, "dtype": "fp32", "data": str(write_data(isolated_home))})  # fmt: skip
+    plan = plan_from_dict(
+        {
+            "models": ["tiny:llama@0"],
+            "tasks": ["mmlu"],
+            "strategies": ["base"],
+            "shots": 0,
+            "n": 18,
+            "splits": 5,
+            "dtype": "fp32",
+            "data": str(write_data(isolated_home)),
+        }
+    )
     store = Store(isolated_home / "results")
 
     def killed(*args: Any) -> None:

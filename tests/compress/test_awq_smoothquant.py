@@ -31,8 +31,10 @@ def test_rescaled_model_is_the_same_function(tiny, calib_ids, probe_ids, arch, c
     compress_(model, config, calib_ids)
     assert (model(probe_ids).logits - ref).abs().max() < 1e-4
     # the scales really moved something
-    assert any(not torch.allclose(b.input_layernorm.weight, tiny(arch).model.layers[i].input_layernorm.weight)
-               for i, b in enumerate(decoder_layers(model)))  # fmt: skip
+    assert any(
+        not torch.allclose(b.input_layernorm.weight, tiny(arch).model.layers[i].input_layernorm.weight)
+        for i, b in enumerate(decoder_layers(model))
+    )
 
 
 def test_awq_core_beats_rtn_on_outliers() -> None:

@@ -14,7 +14,7 @@ from surefast.compress.calibration_data import (
     calibration_ids,
     heldout_text,
     load_texts,
-)  # fmt: skip
+)
 from surefast.errors import SurefastError
 
 

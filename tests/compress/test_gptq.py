@@ -25,8 +25,14 @@ def _layer(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def test_gptq_beats_rtn(bits: int, act_order: bool, static_groups: bool, group_size: int, clip_search: bool) -> None:
     w, x = _layer()
     h = 2 * x.T @ x / x.shape[0]
-    cfg = GPTQConfig(bits=bits, group_size=group_size, act_order=act_order, static_groups=static_groups,
-                     clip_search=clip_search, block_size=32)  # fmt: skip
+    cfg = GPTQConfig(
+        bits=bits,
+        group_size=group_size,
+        act_order=act_order,
+        static_groups=static_groups,
+        clip_search=clip_search,
+        block_size=32,
+    )
     q, info = gptq_quantize(w, h, cfg)
     r = rtn_quantize(w, RTNConfig(bits=bits, group_size=group_size))
     err_gptq = (x @ (w - q).T).norm()

@@ -60,7 +60,8 @@ def test_an_overflowing_model_stops_with_a_clear_error(tiny, calib_ids) -> None:
     untie_lm_head_(model)
     fuse_norms_(model, arch_facts(model))
     block = model.model.layers[0]
-    block.register_forward_hook(lambda mod, args, out: (out[0] * float("inf"), *out[1:]) if isinstance(out, tuple)
-                                else out * float("inf"))  # fmt: skip
+    block.register_forward_hook(
+        lambda mod, args, out: (out[0] * float("inf"), *out[1:]) if isinstance(out, tuple) else out * float("inf")
+    )
     with pytest.raises(SurefastError, match="not finite at step 1"):
         learn_rotations(model, arch_facts(model), calib_ids, SpinQuantConfig(steps=2))

@@ -29,12 +29,29 @@ def jsonl(rows: list[Any]) -> str:
 
 def mmlu_rows(n: int = 12) -> list[dict[str, str]]:
     subjects = ["anatomy", "virology", "college mathematics"]
-    return [{"question": f"Question number {i}?", "answer_a": f"a{i}", "answer_b": f"b{i}", "answer_c": f"c{i}",
-             "answer_d": f"d{i}", "correct_answer": "ABCD"[i % 4], "topic": subjects[i % 3]} for i in range(n)]  # fmt: skip
+    return [
+        {
+            "question": f"Question number {i}?",
+            "answer_a": f"a{i}",
+            "answer_b": f"b{i}",
+            "answer_c": f"c{i}",
+            "answer_d": f"d{i}",
+            "correct_answer": "ABCD"[i % 4],
+            "topic": subjects[i % 3],
+        }
+        for i in range(n)
+    ]
 
 
-MMLU_JUNK = {"question": "question", "answer_a": "answer_a", "answer_b": "answer_b", "answer_c": "answer_c",
-             "answer_d": "answer_d", "correct_answer": "answer", "topic": "elementary mathematics"}  # fmt: skip
+MMLU_JUNK = {
+    "question": "question",
+    "answer_a": "answer_a",
+    "answer_b": "answer_b",
+    "answer_c": "answer_c",
+    "answer_d": "answer_d",
+    "correct_answer": "answer",
+    "topic": "elementary mathematics",
+}
 
 
 def cosmosqa_csv(n: int = 10, extra: list[list[str]] | None = None) -> str:
@@ -60,13 +77,26 @@ def hellaswag_text(n: int = 10, labels: list[str] | None = None) -> str:
 
 
 def dialogue_rows(n: int = 10) -> list[dict[str, str]]:
-    return [{"knowledge": f"Fact {i}.", "dialogue_history": f"[Human]: Hi {i}? [Assistant]: Hello.",
-             "right_response": f"Right {i}.", "hallucinated_response": f"Wrong {i}."} for i in range(n)]  # fmt: skip
+    return [
+        {
+            "knowledge": f"Fact {i}.",
+            "dialogue_history": f"[Human]: Hi {i}? [Assistant]: Hello.",
+            "right_response": f"Right {i}.",
+            "hallucinated_response": f"Wrong {i}.",
+        }
+        for i in range(n)
+    ]
 
 
 def summary_rows(n: int = 10) -> list[dict[str, str]]:
-    return [{"document": f"Document {i} " + "word " * (i + 1), "right_summary": f"Summary {i}.",
-             "hallucinated_summary": f"Made up {i}."} for i in range(n)]  # fmt: skip
+    return [
+        {
+            "document": f"Document {i} " + "word " * (i + 1),
+            "right_summary": f"Summary {i}.",
+            "hallucinated_summary": f"Made up {i}.",
+        }
+        for i in range(n)
+    ]
 
 
 def data_folder(root: Path) -> Path:

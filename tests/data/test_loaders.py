@@ -20,7 +20,7 @@ from .fixtures import (
     mmlu_rows,
     summary_rows,
     write,
-)  # fmt: skip
+)
 
 
 @pytest.fixture
@@ -145,22 +145,58 @@ def test_n_too_large_and_all(folder):
 
 MALFORMED = [
     ("mmlu.jsonl", lambda: jsonl([*mmlu_rows(3), "{not json", *mmlu_rows(2)]), "mmlu", 4, "invalid JSON"),
-    ("mmlu.jsonl.gz", lambda: jsonl([*mmlu_rows(2), {**mmlu_rows(1)[0], "correct_answer": "G"}]), "mmlu", 3,
-     "label 'correct_answer' is 'G'"),
+    (
+        "mmlu.jsonl.gz",
+        lambda: jsonl([*mmlu_rows(2), {**mmlu_rows(1)[0], "correct_answer": "G"}]),
+        "mmlu",
+        3,
+        "label 'correct_answer' is 'G'",
+    ),
     ("mmlu.jsonl", lambda: jsonl([*mmlu_rows(4), {"question": "q"}]), "mmlu", 5, "missing field 'answer_a'"),
-    ("mmlu.jsonl", lambda: jsonl([*mmlu_rows(4), {**mmlu_rows(1)[0], "answer_c": "  "}]), "mmlu", 5,
-     "field 'answer_c' is empty"),
-    ("valid.csv", lambda: cosmosqa_csv(3, extra=[["id9", "ctx", "q", "a", "b", "c", "d", "7"]]), "cosmosqa", 6,
-     "label 'label' is 7"),  # the second record spans lines 3-4: the bad one starts at line 6
-    ("valid.csv", lambda: cosmosqa_csv(3, extra=[["id9", "ctx", "q", "a"]]), "cosmosqa", 6, "4 columns, the header has 8"),
+    (
+        "mmlu.jsonl",
+        lambda: jsonl([*mmlu_rows(4), {**mmlu_rows(1)[0], "answer_c": "  "}]),
+        "mmlu",
+        5,
+        "field 'answer_c' is empty",
+    ),
+    (
+        "valid.csv",
+        lambda: cosmosqa_csv(3, extra=[["id9", "ctx", "q", "a", "b", "c", "d", "7"]]),
+        "cosmosqa",
+        6,
+        "label 'label' is 7",
+    ),  # the second record spans lines 3-4: the bad one starts at line 6
+    (
+        "valid.csv",
+        lambda: cosmosqa_csv(3, extra=[["id9", "ctx", "q", "a"]]),
+        "cosmosqa",
+        6,
+        "4 columns, the header has 8",
+    ),
     ("hs.txt", lambda: hellaswag_text(3, labels=["0", "x", "2"]), "hellaswag", 7, "label 'label' is 'x'"),
-    ("hs.txt.bz2", lambda: hellaswag_text(2) + "Ctx: truncated\n1\nonly one ending\n", "hellaswag", 13,
-     "truncated item: 3 of 6 lines"),
-    ("dialogue.jsonl", lambda: jsonl([*dialogue_rows(4), {**dialogue_rows(1)[0], "hallucinated_response": "right 0."}]),
-     "halu_dialogue", 5, "the right and the hallucinated answer are the same text"),
-    ("summarization.jsonl", lambda: jsonl([*summary_rows(4), ["a", "list"]]), "halu_summarization", 5,
-     "expected a JSON object"),
-]  # fmt: skip
+    (
+        "hs.txt.bz2",
+        lambda: hellaswag_text(2) + "Ctx: truncated\n1\nonly one ending\n",
+        "hellaswag",
+        13,
+        "truncated item: 3 of 6 lines",
+    ),
+    (
+        "dialogue.jsonl",
+        lambda: jsonl([*dialogue_rows(4), {**dialogue_rows(1)[0], "hallucinated_response": "right 0."}]),
+        "halu_dialogue",
+        5,
+        "the right and the hallucinated answer are the same text",
+    ),
+    (
+        "summarization.jsonl",
+        lambda: jsonl([*summary_rows(4), ["a", "list"]]),
+        "halu_summarization",
+        5,
+        "expected a JSON object",
+    ),
+]
 
 
 @pytest.mark.parametrize(("name", "make", "task", "line", "reason"), MALFORMED)

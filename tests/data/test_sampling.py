@@ -11,7 +11,7 @@ from surefast.data.sampling import (
     place_label,
     sample_indices,
     stable_key,
-)  # fmt: skip
+)
 from surefast.errors import SurefastError
 
 

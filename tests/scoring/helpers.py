@@ -13,7 +13,7 @@ from surefast.models.cache import is_complete
 from surefast.paths import models_dir
 
 CHAT_HEAD = "<|im_start|>system\nAnswer with the letter of the right option.<|im_end|>\n<|im_start|>user\n"
-DEMO = "Context: the sky on a clear day\nQuestion: What colour is it?\nA. blue\nB. red\nC. green\nD. black\nE. I don't know\nF. None of the above\nAnswer: A\n\n"  # fmt: skip
+DEMO = "Context: the sky on a clear day\nQuestion: What colour is it?\nA. blue\nB. red\nC. green\nD. black\nE. I don't know\nF. None of the above\nAnswer: A\n\n"
 
 
 @dataclass
@@ -39,10 +39,16 @@ def make_prompt(demos: int = 3, cue: str = "Answer:") -> StandInPrompt:
 def make_items(n: int = 12, task: str = "cosmosqa", words: int = 4) -> list[MCItem]:
     """Items of clearly varying lengths (context grows with the index)."""
     return [
-        MCItem(task, f"{task}-{i}", " ".join(f"w{i}x{j}" for j in range(words * (i % 5))), f"What is item {i} about?",
-               (f"first {i}", f"second {i}", f"third {i}", f"fourth {i}", "I don't know", "None of the above"), i % 6)
+        MCItem(
+            task,
+            f"{task}-{i}",
+            " ".join(f"w{i}x{j}" for j in range(words * (i % 5))),
+            f"What is item {i} about?",
+            (f"first {i}", f"second {i}", f"third {i}", f"fourth {i}", "I don't know", "None of the above"),
+            i % 6,
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def real_tokenizer(name: str) -> Any:

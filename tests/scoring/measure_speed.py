@@ -85,20 +85,33 @@ def main() -> None:
     batched_ips = args.items / statistics.median(t_batched)
     ref_ips = args.ref_items / statistics.median(t_ref)
     report = {
-        "model": args.model, "dtype": "bf16", "device": "cpu", "threads": torch.get_num_threads(),
-        "prefix_tokens": prefix_len, "mean_item_tokens": round(rest, 1), "items": args.items,
-        "reference_items": args.ref_items, "repeats": args.repeats,
-        "items_per_s": {"prefix_cached": round(fast_ips, 2), "batched_no_prefix_cache": round(batched_ips, 2),
-                        "reference": round(ref_ips, 2)},
-        "speedup_vs_reference": {"prefix_cached": round(fast_ips / ref_ips, 2),
-                                 "batched_no_prefix_cache": round(batched_ips / ref_ips, 2)},
+        "model": args.model,
+        "dtype": "bf16",
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "prefix_tokens": prefix_len,
+        "mean_item_tokens": round(rest, 1),
+        "items": args.items,
+        "reference_items": args.ref_items,
+        "repeats": args.repeats,
+        "items_per_s": {
+            "prefix_cached": round(fast_ips, 2),
+            "batched_no_prefix_cache": round(batched_ips, 2),
+            "reference": round(ref_ips, 2),
+        },
+        "speedup_vs_reference": {
+            "prefix_cached": round(fast_ips / ref_ips, 2),
+            "batched_no_prefix_cache": round(batched_ips / ref_ips, 2),
+        },
         "seconds": {"prefix_cached": t_fast, "batched_no_prefix_cache": t_batched, "reference": t_ref},
-        "tokens_per_item": {"prefix_cached": round(full_out.tokens_scored / args.items, 1),
-                            "reference": round(ref_out.tokens_scored / args.ref_items, 1)},
+        "tokens_per_item": {
+            "prefix_cached": round(full_out.tokens_scored / args.items, 1),
+            "reference": round(ref_out.tokens_scored / args.ref_items, 1),
+        },
         "argmax_agreement_vs_reference": float((fast_out.predictions == ref_out.predictions).mean()),
         "max_abs_diff_vs_reference": float(abs(fast_out.logits - ref_out.logits).max()),
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor()},
-    }  # fmt: skip
+    }
     print(json.dumps(report, indent=2))
 
 

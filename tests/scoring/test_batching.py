@@ -16,7 +16,7 @@ from surefast.scoring.batching import (
     leading_special_ids,
     plan_batches,
     split_mismatch,
-)  # fmt: skip
+)
 
 from .helpers import CHAT_HEAD, DEMO, StandInPrompt, make_items, make_prompt, real_tokenizer
 

@@ -79,8 +79,9 @@ def test_interrupted_run_resumes_where_it_stopped(tiny, tiny_tok):
     model = tiny("qwen2")
     calls = count_calls(model)
     progress = []
-    resumed = score_items(model, tiny_tok, prompt, items, config=SMALL, cache_key=KEY,
-                          progress=lambda d, t: progress.append(d))  # fmt: skip
+    resumed = score_items(
+        model, tiny_tok, prompt, items, config=SMALL, cache_key=KEY, progress=lambda d, t: progress.append(d)
+    )
     assert resumed.n_cached == 4
     assert calls["body"] == 1 + 3  # the prefix once, then only the three missing batches
     assert progress == [4, 6, 8, 10]

@@ -85,8 +85,10 @@ def test_stored_prefix_cache_is_not_mutated(tiny, tiny_tok):
     model = tiny("gemma3")
     ids = encode_prefix(tiny_tok, make_prompt().prefix)
     state = PrefixState(decoder_body(model), ids, torch.device("cpu"))
-    before = [(layer.keys.clone(), layer.values.clone(), getattr(layer, "cumulative_length", None))
-              for layer in state.cache.layers]  # fmt: skip
+    before = [
+        (layer.keys.clone(), layer.values.clone(), getattr(layer, "cumulative_length", None))
+        for layer in state.cache.layers
+    ]
     with torch.inference_mode():
         for batch in (3, 2):
             cache = state.batch_cache(batch)

@@ -30,8 +30,9 @@ class ChatPrompt:
                 [{"role": "system", "content": system}, {"role": "user", "content": "X"}], tokenize=False
             )
             self.head = head[: head.rindex("X")]
-            tail = tokenizer.apply_chat_template([{"role": "user", "content": "X"}], tokenize=False,
-                                                 add_generation_prompt=True)  # fmt: skip
+            tail = tokenizer.apply_chat_template(
+                [{"role": "user", "content": "X"}], tokenize=False, add_generation_prompt=True
+            )
             self.tail = tail[tail.rindex("X") + 1 :]  # ends in "assistant\n": bare letters
         else:  # a base model (gemma-3-270m): plain text, the tokenizer adds its BOS
             self.head, self.tail = system + "\n\n", "\nAnswer:"  # " A".." F"
@@ -72,7 +73,7 @@ FACTS = [
     ("How many hours are in a day?", "24", ["12", "60", "100"]),
     ("Which continent is Egypt in?", "Africa", ["Europe", "Asia", "Oceania"]),
     ("What is the capital of Spain?", "Madrid", ["Barcelona", "Lisbon", "Rome"]),
-]  # fmt: skip
+]
 
 
 def fact_items(n: int, seed: int, start: int = 0) -> list[MCItem]:
@@ -92,9 +93,12 @@ def bf16_step(x: np.ndarray) -> np.ndarray:
 
 
 def _compare(model, tokenizer, demos: int, n: int, config: ScoringConfig | None = None, separator: str = ""):
-    prompt = ChatPrompt(tokenizer, fact_items(demos, seed=1, start=20),
-                        "You are a careful assistant. Pick the right option of each multiple-choice question.",
-                        separator)  # fmt: skip
+    prompt = ChatPrompt(
+        tokenizer,
+        fact_items(demos, seed=1, start=20),
+        "You are a careful assistant. Pick the right option of each multiple-choice question.",
+        separator,
+    )
     items = fact_items(n, seed=0)
     fast = score_items(model, tokenizer, prompt, items, config=config or ScoringConfig())
     ref = score_items_reference(model, tokenizer, prompt, items)
@@ -113,8 +117,10 @@ def test_smollm2_cached_scoring_agrees_with_reference():
     top2 = np.sort(ref.logits, axis=1)[:, -2:]
     near_tie = (top2[:, 1] - top2[:, 0]) <= 2 * bf16_step(top2[:, 1])
     flips = fast.predictions != ref.predictions
-    print(f"\nsmollm2 bf16, prefix {prefix_len} tokens, 20 items: fast vs reference max|diff| {diff:.3f}, "
-          f"argmax agreement {agree:.2f} ({int(flips.sum())} flips, {int((flips & near_tie).sum())} of them near-ties)")  # fmt: skip
+    print(
+        f"\nsmollm2 bf16, prefix {prefix_len} tokens, 20 items: fast vs reference max|diff| {diff:.3f}, "
+        f"argmax agreement {agree:.2f} ({int(flips.sum())} flips, {int((flips & near_tie).sum())} of them near-ties)"
+    )
     assert not (flips & ~near_tie).any()
     assert diff < 0.5
 
@@ -127,9 +133,11 @@ def test_smollm2_fp32_equals_reference_and_boundary_repair():
     fast16, ref16, *_ = _compare(model, tok, demos=5, n=20)
     model.float()
     fast, ref, diff, agree, _ = _compare(model, tok, demos=5, n=20)
-    print(f"\nsmollm2 fp32: fast vs reference max|diff| {diff:.2e}, argmax agreement {agree:.2f}; vs the fp32 "
-          f"reference, argmax agreement of fast bf16 {(fast16.predictions == ref.predictions).mean():.2f} and of "
-          f"reference bf16 {(ref16.predictions == ref.predictions).mean():.2f}")  # fmt: skip
+    print(
+        f"\nsmollm2 fp32: fast vs reference max|diff| {diff:.2e}, argmax agreement {agree:.2f}; vs the fp32 "
+        f"reference, argmax agreement of fast bf16 {(fast16.predictions == ref.predictions).mean():.2f} and of "
+        f"reference bf16 {(ref16.predictions == ref.predictions).mean():.2f}"
+    )
     assert diff < 1e-3 and agree == 1.0
 
     # demos separated by a blank line: SmolLM2's GPT-2 pre-tokenizer reads a trailing "\n\n" as one token

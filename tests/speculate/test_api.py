@@ -25,8 +25,9 @@ PROMPT = torch.tensor([[5, 6, 7, 8, 9, 10]])
 
 def test_every_method_gives_the_target_greedy_output(pair):
     target, draft = pair
-    outputs = {m: speculative_generate(target, draft, PROMPT, method=m, max_new_tokens=20, eos_token_id=None)
-               for m in METHODS}  # fmt: skip
+    outputs = {
+        m: speculative_generate(target, draft, PROMPT, method=m, max_new_tokens=20, eos_token_id=None) for m in METHODS
+    }
     reference = outputs["ar"].tokens
     assert len(reference) == 20
     for method, out in outputs.items():
@@ -120,8 +121,12 @@ def test_unsupported_layer_types_are_refused():
 
     from surefast.speculate.model import HFCausalLM
 
-    config = SimpleNamespace(layer_types=["full_attention", "linear_attention"], model_type="qwen3_next",
-                             sliding_window=None, eos_token_id=None)  # fmt: skip
+    config = SimpleNamespace(
+        layer_types=["full_attention", "linear_attention"],
+        model_type="qwen3_next",
+        sliding_window=None,
+        eos_token_id=None,
+    )
     fake = SimpleNamespace(config=config, get_output_embeddings=lambda: SimpleNamespace(weight=torch.zeros(4, 2)))
     with pytest.raises(SurefastError, match="cannot roll back"):
         HFCausalLM(fake)

@@ -46,8 +46,19 @@ def test_speculate_streams_and_compares_with_the_target(run, tmp_path):
 
 @pytest.mark.parametrize("policy", ["assisted", "chain"])
 def test_every_kind_of_method_warms_up_and_compares(run, policy):
-    out = run("hi", "--target", "tiny:llama@0", "--draft", "tiny:llama@1", "--policy", policy,
-              "--max-new-tokens", "6", "--dtype", "fp32")  # fmt: skip
+    out = run(
+        "hi",
+        "--target",
+        "tiny:llama@0",
+        "--draft",
+        "tiny:llama@1",
+        "--policy",
+        policy,
+        "--max-new-tokens",
+        "6",
+        "--dtype",
+        "fp32",
+    )
     assert out.returncode == 0, out.stderr
     assert "speed-up" in out.stdout and "same output" in out.stdout
 
@@ -123,9 +134,21 @@ def test_speculate_vlm_with_an_image(run, tmp_path, arch):
 
     rng = __import__("numpy").random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype="uint8")).save(tmp_path / "cat.png")
-    out = run("what is in the picture?", "--target", f"tiny:{arch}@0", "--draft", f"tiny:{arch}@1",
-              "--image", str(tmp_path / "cat.png"), "--prune-ratio", "0.5", "--max-new-tokens", "10",
-              "--dtype", "fp32")  # fmt: skip
+    out = run(
+        "what is in the picture?",
+        "--target",
+        f"tiny:{arch}@0",
+        "--draft",
+        f"tiny:{arch}@1",
+        "--image",
+        str(tmp_path / "cat.png"),
+        "--prune-ratio",
+        "0.5",
+        "--max-new-tokens",
+        "10",
+        "--dtype",
+        "fp32",
+    )
     assert out.returncode == 0, out.stderr
     assert "same output" in out.stdout and "visual tokens" in out.stderr
     missing = run("hi", "--target", f"tiny:{arch}@0", "--draft", f"tiny:{arch}@1", "--image", "nope.png")

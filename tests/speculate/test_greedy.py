@@ -26,8 +26,14 @@ POLICIES = {
 @torch.no_grad()
 def plain_greedy(model, prompt: torch.Tensor, n: int, eos: bool = True) -> list[int]:
     kwargs = {} if eos else {"eos_token_id": None}
-    out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n,
-                         do_sample=False, pad_token_id=0, **kwargs)  # fmt: skip
+    out = model.generate(
+        input_ids=prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=n,
+        do_sample=False,
+        pad_token_id=0,
+        **kwargs,
+    )
     return out[0, prompt.shape[1] :].tolist()
 
 

@@ -28,9 +28,19 @@ from surefast.speculate.stats import StepRecord, TreeShape
 
 
 def record(accepted: int, entropy: float, depth: int = 4) -> StepRecord:
-    return StepRecord(accepted=accepted, emitted=accepted + 1, tree_size=depth, depth=depth, width=1,
-                      shape=TreeShape(depth, 1, 8), entropy=entropy, root_entropy=entropy,
-                      draft_s=0.0, verify_s=0.0, overhead_s=0.0)  # fmt: skip
+    return StepRecord(
+        accepted=accepted,
+        emitted=accepted + 1,
+        tree_size=depth,
+        depth=depth,
+        width=1,
+        shape=TreeShape(depth, 1, 8),
+        entropy=entropy,
+        root_entropy=entropy,
+        draft_s=0.0,
+        verify_s=0.0,
+        overhead_s=0.0,
+    )
 
 
 def test_normalized_topk_entropy_goldens():

@@ -123,8 +123,9 @@ def test_tiny_model_first_tokens_follow_target(tiny, perturbed):
     draft = hf_context_lm(perturbed(model, 0.1, 1), vocab)
     sampling = SamplingConfig(temperature=1.0, top_k=3)
     prompt = (5, 17, 42)
-    dec = SpeculativeDecoder(target, draft, DynamicTreeConfig(depth=2, width=2, budget=4), sampling,
-                             torch.Generator().manual_seed(3))  # fmt: skip
+    dec = SpeculativeDecoder(
+        target, draft, DynamicTreeConfig(depth=2, width=2, budget=4), sampling, torch.Generator().manual_seed(3)
+    )
     counts: Counter = Counter()
     accepted = 0
     for _ in range(1200):
@@ -168,8 +169,13 @@ def test_sampling_is_reproducible_and_seed_dependent(tiny, perturbed):
 
 def test_identical_draft_accepts_almost_everything_when_sampling(tiny):
     target = tiny("qwen3", seed=0)
-    dec = SpeculativeDecoder(target, target, DynamicTreeConfig(depth=4, width=2, budget=8),
-                             SamplingConfig(temperature=0.8), torch.Generator().manual_seed(0))  # fmt: skip
+    dec = SpeculativeDecoder(
+        target,
+        target,
+        DynamicTreeConfig(depth=4, width=2, budget=8),
+        SamplingConfig(temperature=0.8),
+        torch.Generator().manual_seed(0),
+    )
     out = dec.generate(torch.tensor([[1, 2, 3]]), 40, eos_token_id=None)
     steps = out.stats.steps[:-1]
     assert sum(s.accepted for s in steps) >= 0.9 * sum(s.depth for s in steps)

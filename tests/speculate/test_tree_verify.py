@@ -53,8 +53,11 @@ def test_tree_logits_equal_sequential_logits(arch, impl, tiny):
     cache.keep(past, [past + n for n in path])
     ref_cache = DynamicCache()
     with torch.no_grad():
-        model(input_ids=torch.cat([prompt[0], torch.tensor([tree.tokens[n] for n in path])])[None],
-              past_key_values=ref_cache, use_cache=True)  # fmt: skip
+        model(
+            input_ids=torch.cat([prompt[0], torch.tensor([tree.tokens[n] for n in path])])[None],
+            past_key_values=ref_cache,
+            use_cache=True,
+        )
     assert len(cache) == ref_cache.get_seq_length()
     for (k, v), layer in zip(cache.layers(), ref_cache.layers, strict=True):
         assert (k - layer.keys).abs().max() < TOL and (v - layer.values).abs().max() < TOL
@@ -69,8 +72,9 @@ def test_draft_levels_equal_sequential_logits(arch, tiny):
     cache = lm.new_cache()
     lm.prefill(prompt[:, :-1], cache)
     root = int(prompt[0, -1])
-    d = grow_tree(lm, cache, [], root, prompt.shape[1] - 1, TreeShape(depth=4, width=3, budget=12), GREEDY,
-                  lm.vocab_size)  # fmt: skip
+    d = grow_tree(
+        lm, cache, [], root, prompt.shape[1] - 1, TreeShape(depth=4, width=3, budget=12), GREEDY, lm.vocab_size
+    )
     assert d.forwards == 4 and len(d.tree) - 1 == 12
     for node, q in d.q.items():
         path = d.tree.path(node)[1:]

@@ -21,8 +21,10 @@ def test_vlm_dataset_local_folder(tmp_path):
     (tmp_path / "frames").mkdir()
     for i in range(5):
         _png(tmp_path / "frames" / f"{i:03d}.png", i)
-    rows = [{"id": "q1", "question": "What is written?", "image": "a.png", "answer": "stop"},
-            {"question": "What happens?", "video": "frames"}]  # fmt: skip
+    rows = [
+        {"id": "q1", "question": "What is written?", "image": "a.png", "answer": "stop"},
+        {"question": "What happens?", "video": "frames"},
+    ]
     (tmp_path / "items.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     items = load_vlm_dataset("TextVQA", tmp_path)
     assert [i.id for i in items] == ["q1", "1"]

@@ -37,7 +37,7 @@ def test_vlm_qwen_patchify_matches_the_image_processor():
     img = image(56, 84)
     ref = Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=2, do_resize=False)(
         images=[img], return_tensors="pt"
-    )  # fmt: skip
+    )
     x = torch.from_numpy(img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     x = (x - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
     pixels, grid = qwen_patchify(x, temporal=2, patch=14, merge=2)

@@ -31,8 +31,13 @@ def test_vlm_greedy_equals_target_generate(arch, kind, policy, ratio):
 @pytest.mark.parametrize("arch", VLM_ARCHS)
 def test_vlm_unrelated_draft_heavy_pruning_still_exact(arch):
     inp = inputs(arch, "image")
-    decoder = vlm_decoder(target(arch), draft(arch, "unrelated"), inp, method=list(POLICY_CONFIGS)[-1],
-                          prune=PruneConfig(0.8, attention_share=1.0))  # fmt: skip
+    decoder = vlm_decoder(
+        target(arch),
+        draft(arch, "unrelated"),
+        inp,
+        method=list(POLICY_CONFIGS)[-1],
+        prune=PruneConfig(0.8, attention_share=1.0),
+    )
     out = decoder.generate(inp.input_ids, N, eos_token_id=None)
     assert tuple(out.tokens) == reference(arch, "image", N)
 
@@ -42,12 +47,22 @@ def test_vlm_speculative_generate_entry_point(arch):
     """The public entry: text + media in, the target's greedy output out; ``method="target"`` is that output."""
     tok = tiny_tokenizer()
     kw = media("image")
-    ref = vlm_speculative_generate(target(arch), draft(arch), tok, QUESTION, method="target", max_new_tokens=N,
-                                   eos_token_id=None, **kw)  # fmt: skip
+    ref = vlm_speculative_generate(
+        target(arch), draft(arch), tok, QUESTION, method="target", max_new_tokens=N, eos_token_id=None, **kw
+    )
     assert tuple(ref.tokens) == reference(arch, "image", N)
     for policy in POLICY_CONFIGS:
-        out = vlm_speculative_generate(target(arch), draft(arch), tok, QUESTION, method=policy, prune_ratio=0.5,
-                                       max_new_tokens=N, eos_token_id=None, **kw)  # fmt: skip
+        out = vlm_speculative_generate(
+            target(arch),
+            draft(arch),
+            tok,
+            QUESTION,
+            method=policy,
+            prune_ratio=0.5,
+            max_new_tokens=N,
+            eos_token_id=None,
+            **kw,
+        )
         assert out.tokens == ref.tokens
         assert out.n_visual == inputs(arch, "image").n_visual
         assert out.prune is not None and out.prune.n_dropped == round(0.5 * out.n_visual)
@@ -67,8 +82,9 @@ def test_vlm_loaded_model_specs_and_image_paths(arch, tmp_path):
     t = load_model(f"tiny:{arch}@0", dtype=torch.float32, device="cpu")
     d = load_model(f"tiny:{arch}@1", dtype=torch.float32, device="cpu")
     Image.fromarray(image(70, 100)).save(tmp_path / "q.png")
-    out = vlm_speculative_generate(t, d, None, QUESTION, images=[tmp_path / "q.png"], prune_ratio=0.8,
-                                   max_new_tokens=N, eos_token_id=None)  # fmt: skip
+    out = vlm_speculative_generate(
+        t, d, None, QUESTION, images=[tmp_path / "q.png"], prune_ratio=0.8, max_new_tokens=N, eos_token_id=None
+    )
     assert tuple(out.tokens) == reference(arch, "image", N)
 
 
@@ -83,8 +99,15 @@ def test_vlm_sampling_is_seeded_and_runs_every_policy(arch):
     for policy in POLICY_CONFIGS:
         outs = []
         for _ in range(2):
-            dec = vlm_decoder(target(arch), draft(arch), inp, method=policy, prune=PruneConfig(0.5),
-                              sampling=SamplingConfig(temperature=1.0), generator=torch.Generator().manual_seed(3))  # fmt: skip
+            dec = vlm_decoder(
+                target(arch),
+                draft(arch),
+                inp,
+                method=policy,
+                prune=PruneConfig(0.5),
+                sampling=SamplingConfig(temperature=1.0),
+                generator=torch.Generator().manual_seed(3),
+            )
             outs.append(dec.generate(inp.input_ids, 12, eos_token_id=None).tokens)
         assert outs[0] == outs[1] and len(outs[0]) == 12
 

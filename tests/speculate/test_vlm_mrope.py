@@ -24,12 +24,20 @@ def test_vlm_mrope_prompt_positions_match_transformers(case):
     model = target("qwen2_5_vl")
     inp = prepare_inputs(tiny_tokenizer(), model, QUESTION, **CASES[case])
     v = inp.vision
-    ours, delta = mrope_positions(inp.input_ids, MRopeConfig.from_model(model), v.get("image_grid_thw"),
-                                  v.get("video_grid_thw"), v.get("second_per_grid_ts"))  # fmt: skip
+    ours, delta = mrope_positions(
+        inp.input_ids,
+        MRopeConfig.from_model(model),
+        v.get("image_grid_thw"),
+        v.get("video_grid_thw"),
+        v.get("second_per_grid_ts"),
+    )
     theirs, their_delta = model.model.get_rope_index(
-        inp.input_ids, v["mm_token_type_ids"], image_grid_thw=v.get("image_grid_thw"),
-        video_grid_thw=v.get("video_grid_thw"), second_per_grid_ts=v.get("second_per_grid_ts"),
-    )  # fmt: skip
+        inp.input_ids,
+        v["mm_token_type_ids"],
+        image_grid_thw=v.get("image_grid_thw"),
+        video_grid_thw=v.get("video_grid_thw"),
+        second_per_grid_ts=v.get("second_per_grid_ts"),
+    )
     assert torch.equal(ours, theirs[:, 0])
     assert delta == int(their_delta) and delta < 0  # visual tokens use fewer indices than slots
 

@@ -17,7 +17,7 @@ from surefast.speculate.vlm.layout import TinyLayoutConfig
 
 from .vlm_helpers import QUESTION, VLM_ARCHS, draft, image, target
 
-_ITEM = "{% for c in m['content'] %}{% if c['type'] == 'image' %}IMG{% elif c['type'] == 'video' %}VID{% else %}{{ c['text'] }}{% endif %}{% endfor %}"  # fmt: skip
+_ITEM = "{% for c in m['content'] %}{% if c['type'] == 'image' %}IMG{% elif c['type'] == 'video' %}VID{% else %}{{ c['text'] }}{% endif %}{% endfor %}"
 _TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n" + _ITEM + "<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -43,19 +43,28 @@ def processor(monkeypatch):
         if arch == "qwen2_5_vl":
             layout, vision = TinyLayoutConfig(), config.vision_config
             ip = transformers.Qwen2VLImageProcessorPil(
-                min_pixels=layout.qwen_min_pixels, max_pixels=layout.qwen_max_pixels, patch_size=vision.patch_size,
-                merge_size=vision.spatial_merge_size, temporal_patch_size=vision.temporal_patch_size,
-            )  # fmt: skip
-            return transformers.Qwen2_5_VLProcessor(image_processor=ip, tokenizer=tok, video_processor=None,
-                                                    chat_template=template)  # fmt: skip
+                min_pixels=layout.qwen_min_pixels,
+                max_pixels=layout.qwen_max_pixels,
+                patch_size=vision.patch_size,
+                merge_size=vision.spatial_merge_size,
+                temporal_patch_size=vision.temporal_patch_size,
+            )
+            return transformers.Qwen2_5_VLProcessor(
+                image_processor=ip, tokenizer=tok, video_processor=None, chat_template=template
+            )
         size = config.vision_config.image_size
-        ip = transformers.LlavaOnevisionImageProcessorPil(size={"height": size, "width": size}, do_pad=True,
-                                                          image_grid_pinpoints=config.image_grid_pinpoints)  # fmt: skip
+        ip = transformers.LlavaOnevisionImageProcessorPil(
+            size={"height": size, "width": size}, do_pad=True, image_grid_pinpoints=config.image_grid_pinpoints
+        )
         side = size // config.vision_config.patch_size
         return transformers.LlavaOnevisionProcessor(
-            image_processor=ip, tokenizer=tok, video_processor=None, num_image_tokens=side * side,
-            vision_feature_select_strategy=config.vision_feature_select_strategy, chat_template=template,
-        )  # fmt: skip
+            image_processor=ip,
+            tokenizer=tok,
+            video_processor=None,
+            num_image_tokens=side * side,
+            vision_feature_select_strategy=config.vision_feature_select_strategy,
+            chat_template=template,
+        )
 
     return make
 
@@ -77,7 +86,8 @@ def test_vlm_processor_path_is_lossless(arch, processor):
     model = target(arch)
     inp = prepare_inputs(processor(arch), model, QUESTION, images=[image(70, 100)])
     with torch.no_grad():
-        ref = model.generate(**inp.generate_kwargs(), max_new_tokens=16, do_sample=False, eos_token_id=None,
-                             pad_token_id=0)[0, inp.input_ids.shape[1] :].tolist()  # fmt: skip
+        ref = model.generate(
+            **inp.generate_kwargs(), max_new_tokens=16, do_sample=False, eos_token_id=None, pad_token_id=0
+        )[0, inp.input_ids.shape[1] :].tolist()
     decoder = vlm_decoder(model, draft(arch), inp, method=list(POLICY_CONFIGS)[-1], prune=PruneConfig(0.5))
     assert decoder.generate(inp.input_ids, 16, eos_token_id=None).tokens == ref

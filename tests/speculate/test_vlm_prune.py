@@ -111,5 +111,6 @@ def test_vlm_pruning_never_touches_the_target(arch):
     assert decoder.target_cache.positions.tolist() == list(range(len(decoder.target_cache)))
     assert decoder.draft.last_prune.n_dropped == drop
     head = decoder.draft_cache.positions[: s - drop].tolist()
-    assert sorted(set(range(s)) - set(head)) == sorted(set(inp.visual_mask.nonzero().flatten().tolist())
-                                                       - set(decoder.draft.last_prune.kept_slots))  # fmt: skip
+    assert sorted(set(range(s)) - set(head)) == sorted(
+        set(inp.visual_mask.nonzero().flatten().tolist()) - set(decoder.draft.last_prune.kept_slots)
+    )

@@ -59,6 +59,7 @@ def reference(arch: str, kind: str, n: int) -> tuple[int, ...]:
     """The target's own greedy ``generate`` on the same inputs (no EOS stop)."""
     inp = inputs(arch, kind)
     with torch.no_grad():
-        out = target(arch).generate(**inp.generate_kwargs(), max_new_tokens=n, do_sample=False, eos_token_id=None,
-                                    pad_token_id=0)  # fmt: skip
+        out = target(arch).generate(
+            **inp.generate_kwargs(), max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0
+        )
     return tuple(out[0, inp.input_ids.shape[1] :].tolist())

@@ -9,11 +9,9 @@ Hessian factorisations, column sweeps, rotations, searches) plus three passes ov
 calibration tokens when it reads data (capture the first block's inputs, gather statistics,
 feed the compressed block's outputs on).
 
-The fixed costs were measured in bf16 on a 2-core CPU: on qwen2.5-coder-0.5b-instruct in the
-demo study (301 tokens/s prefill) for the methods it runs, on smollm2-135m-instruct in
-benchmarks/method_matrix.py (895 tokens/s) for the others. GPTQ, measured on both (41k and
-24k), shows the spread. Expect the estimate within a factor of two, not better: GPTQ's and
-SparseGPT's factorisations grow with the cube of the layer width, faster than the parameters.
+The fixed costs below come from runs on our 2-core CPU (docs/study.md, "Study plans", says
+which). Expect the estimate within a factor of two, not better: GPTQ's and SparseGPT's
+factorisations grow with the cube of the layer width, faster than the parameters.
 """
 
 from __future__ import annotations
@@ -54,8 +52,9 @@ def uses_data(method: str, options: dict[str, Any]) -> bool:
     return bool(m.needs) or m.uses_calibration
 
 
-def compression_seconds(method: str | None, options: dict[str, Any], calibration_tokens: int,
-                        tokens_per_s: float) -> float:  # fmt: skip
+def compression_seconds(
+    method: str | None, options: dict[str, Any], calibration_tokens: int, tokens_per_s: float
+) -> float:
     """Estimated wall time of one compression here (0 for the dense model)."""
     if method is None:
         return 0.0

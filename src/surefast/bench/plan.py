@@ -77,9 +77,17 @@ class StudyPlan:
     @property
     def run_id(self) -> str:
         """Stable across runs of the same plan content: a restarted study continues its run."""
-        blob = json.dumps({"models": self.models, "compressions": [asdict(c) for c in self.compressions],
-                           "bench": asdict(self.bench), "calibration": self.calibration, "dtype": self.dtype},
-                          sort_keys=True, default=str)  # fmt: skip
+        blob = json.dumps(
+            {
+                "models": self.models,
+                "compressions": [asdict(c) for c in self.compressions],
+                "bench": asdict(self.bench),
+                "calibration": self.calibration,
+                "dtype": self.dtype,
+            },
+            sort_keys=True,
+            default=str,
+        )
         safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in self.name)
         return f"study-{safe}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 

@@ -140,24 +140,42 @@ def task_config(config: BenchConfig, task: str) -> Any:
     source = None
     if config.data:
         source = str(Path(config.data))
-    return TaskConfig(n=config.n, seed=config.seed, n_demos=config.n_shots, skip_malformed=config.skip_malformed,
-                      source=source)  # fmt: skip
+    return TaskConfig(
+        n=config.n, seed=config.seed, n_demos=config.n_shots, skip_malformed=config.skip_malformed, source=source
+    )
 
 
-def run_unit(loaded: LoadedModel, task_data: Any, task: str, strategy: str, config: BenchConfig,
-             compression_fp: str, progress: UnitProgress | None = None) -> tuple[Any, list[dict[str, Any]]]:  # fmt: skip
+def run_unit(
+    loaded: LoadedModel,
+    task_data: Any,
+    task: str,
+    strategy: str,
+    config: BenchConfig,
+    compression_fp: str,
+    progress: UnitProgress | None = None,
+) -> tuple[Any, list[dict[str, Any]]]:
     """Score one (task, strategy) and return (ScoreResult, tidy conformal rows without model columns)."""
     from surefast import conformal
     from surefast.prompts import PromptConfig, build_prompt
     from surefast.scoring import CacheKey, ScoringConfig, score_items
 
-    prompt = build_prompt(task, task_data.demos, loaded.tokenizer,
-                          PromptConfig(strategy=strategy, n_shots=config.n_shots, chat=config.chat))  # fmt: skip
+    prompt = build_prompt(
+        task,
+        task_data.demos,
+        loaded.tokenizer,
+        PromptConfig(strategy=strategy, n_shots=config.n_shots, chat=config.chat),
+    )
     key = CacheKey(loaded.fingerprint, compression_fp, task, strategy, task_data.fingerprint)
     label = f"{task}/{strategy}"
-    result = score_items(loaded.model, loaded.tokenizer, prompt, task_data.items,
-                         config=ScoringConfig(batch_tokens=config.batch_tokens), cache_key=key,
-                         progress=(lambda done, total: progress(label, done, total)) if progress else None)  # fmt: skip
+    result = score_items(
+        loaded.model,
+        loaded.tokenizer,
+        prompt,
+        task_data.items,
+        config=ScoringConfig(batch_tokens=config.batch_tokens),
+        cache_key=key,
+        progress=(lambda done, total: progress(label, done, total)) if progress else None,
+    )
     # From the logits, not the float32-rounded probabilities: a confident model's non-top options
     # are told apart by probabilities far below float32 precision (surefast.conformal.scores).
     rows = conformal.evaluate(
@@ -232,8 +250,14 @@ def run_bench(
                 scored, rows = run_unit(loaded, kept, task, strategy, config, compression_fp, progress)
                 with run.editing_meta() as meta:
                     meta.setdefault("too_long", {})[part] = sorted(too_long)
-            common = {"model": name, "model_fp": loaded.fingerprint, "compression": compression,
-                      "compression_fp": compression_fp, "task": task, "strategy": strategy}  # fmt: skip
+            common = {
+                "model": name,
+                "model_fp": loaded.fingerprint,
+                "compression": compression,
+                "compression_fp": compression_fp,
+                "task": task,
+                "strategy": strategy,
+            }
             run.write_part(part, [{**common, **row} for row in rows])
             n_scored, seconds = len(scored.labels), time.perf_counter() - start
             unit = UnitResult(task, strategy, n_scored, scored.shortened, scored.n_cached, seconds, scored.accuracy)
@@ -269,12 +293,16 @@ def summary(store: Store, run_id: str, alpha: float | None = None) -> list[dict[
         SELECT model, compression, task, metric, avg(v) AS mean, coalesce(stddev_samp(v), 0) AS std
         FROM per_split GROUP BY ALL ORDER BY model, compression, task, metric
         """,
-        runs=[run.run_id], run=run.run_id, alpha=a,
-    ).fetchall()  # fmt: skip
+        runs=[run.run_id],
+        run=run.run_id,
+        alpha=a,
+    ).fetchall()
     table: dict[tuple[str, str, str], dict[str, Any]] = {}
     for model, compression, task, metric, mean, std in per_task:
-        row = table.setdefault((model, compression, task), {"model": model, "compression": compression or "dense",
-                                                            "task": task, "alpha": a})  # fmt: skip
+        row = table.setdefault(
+            (model, compression, task),
+            {"model": model, "compression": compression or "dense", "task": task, "alpha": a},
+        )
         row[metric] = mean
         row[f"{metric}_std"] = std
     out = list(table.values())

@@ -74,13 +74,25 @@ _log = logging.getLogger(__name__)
 # settings: two cells pair split by split only when their protocols are equal). Version-1 parts
 # read back with both columns NULL, meaning "splits" and "unknown".
 SCHEMA_VERSION = 2
-RESULT_SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("model", pa.string()), ("model_fp", pa.string()),
-    ("compression", pa.string()), ("compression_fp", pa.string()), ("task", pa.string()),
-    ("strategy", pa.string()), ("score_fn", pa.string()), ("alpha", pa.float64()), ("split", pa.int32()),
-    ("metric", pa.string()), ("value", pa.float64()), ("schema_version", pa.int32()),
-    ("resampling", pa.string()), ("protocol", pa.string()),
-])  # fmt: skip
+RESULT_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("model_fp", pa.string()),
+        ("compression", pa.string()),
+        ("compression_fp", pa.string()),
+        ("task", pa.string()),
+        ("strategy", pa.string()),
+        ("score_fn", pa.string()),
+        ("alpha", pa.float64()),
+        ("split", pa.int32()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+        ("schema_version", pa.int32()),
+        ("resampling", pa.string()),
+        ("protocol", pa.string()),
+    ]
+)
 
 
 def default_store() -> Path:
@@ -125,10 +137,14 @@ def machine_facts() -> dict[str, Any]:
     import transformers
 
     return {
-        "surefast": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-        "python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "surefast": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }  # fmt: skip
+    }
 
 
 @dataclass
@@ -186,8 +202,18 @@ class Run:
 
         Missing compression columns default to "" (uncompressed); run_id and schema_version are set.
         """
-        new = [{"compression": "", "compression_fp": "", "resampling": "splits", "protocol": "", **row,
-                "run_id": self.run_id, "schema_version": SCHEMA_VERSION} for row in rows]  # fmt: skip
+        new = [
+            {
+                "compression": "",
+                "compression_fp": "",
+                "resampling": "splits",
+                "protocol": "",
+                **row,
+                "run_id": self.run_id,
+                "schema_version": SCHEMA_VERSION,
+            }
+            for row in rows
+        ]
         table = pa.Table.from_pylist(new, schema=RESULT_SCHEMA)
         table = table.replace_schema_metadata({PART_KEY: part.encode(), SHA_KEY: _rows_sha(part, table).encode()})
         sink = pa.BufferOutputStream()
@@ -325,8 +351,16 @@ class Store:
         run = Run(self.root, run_id or new_run_id())
         if not replace and (run.folder / "run.json").exists():
             raise SurefastError(f"run {run.run_id} already exists in {self.root}")
-        run.write_meta({"run_id": run.run_id, "schema_version": SCHEMA_VERSION, "created": time.time(),
-                        "machine": machine_facts(), "status": "running", **meta})  # fmt: skip
+        run.write_meta(
+            {
+                "run_id": run.run_id,
+                "schema_version": SCHEMA_VERSION,
+                "created": time.time(),
+                "machine": machine_facts(),
+                "status": "running",
+                **meta,
+            }
+        )
         return run
 
     def runs(self) -> list[str]:

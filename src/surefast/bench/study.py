@@ -78,8 +78,14 @@ def open_run(store: Store, plan: StudyPlan, command: str) -> Run:
         return run
 
 
-def run_job(plan: StudyPlan, store_root: str, model: str, comp: CompressionSpec,
-            progress: UnitProgress | None = None, status: JobProgress | None = None) -> JobOutcome:  # fmt: skip
+def run_job(
+    plan: StudyPlan,
+    store_root: str,
+    model: str,
+    comp: CompressionSpec,
+    progress: UnitProgress | None = None,
+    status: JobProgress | None = None,
+) -> JobOutcome:
     """Compress ``model`` with ``comp`` and score every unit not yet stored. Pure function of its
     arguments (takes the store by path) so a Ray worker can run it as is."""
     from surefast.models import load_model
@@ -102,21 +108,39 @@ def run_job(plan: StudyPlan, store_root: str, model: str, comp: CompressionSpec,
 
         if status:
             status(f"{model}: compressing with {comp.label}")
-        result = compress_(loaded.model, comp.config(), CalibrationConfig(**dict(plan.calibration)),
-                           tokenizer=loaded.tokenizer, base_fingerprint=loaded.fingerprint)  # fmt: skip
+        result = compress_(
+            loaded.model,
+            comp.config(),
+            CalibrationConfig(**dict(plan.calibration)),
+            tokenizer=loaded.tokenizer,
+            base_fingerprint=loaded.fingerprint,
+        )
         comp_fp, comp_seconds = result.fingerprint, result.seconds
     if status:
         status(f"{model} / {comp.label}: scoring")
-    run_bench(loaded, plan.bench, run, model_name=model, compression="" if comp.is_dense else comp.label,
-              compression_fp=comp_fp, progress=progress)  # fmt: skip
+    run_bench(
+        loaded,
+        plan.bench,
+        run,
+        model_name=model,
+        compression="" if comp.is_dense else comp.label,
+        compression_fp=comp_fp,
+        progress=progress,
+    )
     del loaded
     gc.collect()  # one model in memory at a time
     worker = f"{socket.gethostname()}:{os.getpid()}"
     return JobOutcome(model, comp.label, False, time.perf_counter() - start, comp_seconds, params, worker)
 
 
-def run_study_local(plan: StudyPlan, store: Store, command: str, progress: UnitProgress | None = None,
-                    status: JobProgress | None = None, on_job: Callable[[JobOutcome], None] | None = None) -> Run:  # fmt: skip
+def run_study_local(
+    plan: StudyPlan,
+    store: Store,
+    command: str,
+    progress: UnitProgress | None = None,
+    status: JobProgress | None = None,
+    on_job: Callable[[JobOutcome], None] | None = None,
+) -> Run:
     run = open_run(store, plan, command)
     for model, comp in plan.jobs():
         outcome = run_job(plan, str(store.root), model, comp, progress, status)
@@ -127,8 +151,14 @@ def run_study_local(plan: StudyPlan, store: Store, command: str, progress: UnitP
     return run
 
 
-def run_study_ray(plan: StudyPlan, store: Store, command: str, address: str | None = None,
-                  gpus_per_job: float = 0.0, on_job: Callable[[JobOutcome], None] | None = None) -> Run:  # fmt: skip
+def run_study_ray(
+    plan: StudyPlan,
+    store: Store,
+    command: str,
+    address: str | None = None,
+    gpus_per_job: float = 0.0,
+    on_job: Callable[[JobOutcome], None] | None = None,
+) -> Run:
     """Fan the jobs out over a Ray cluster (``pip install surefast[cluster]``); results land in
     the same store, which every worker must reach at the same path (a shared filesystem)."""
     try:

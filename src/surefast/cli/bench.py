@@ -50,11 +50,21 @@ def print_summary(rows: list[dict[str, Any]], title: str) -> None:
         table.add_column(col, justify="left" if col.islower() else "right", no_wrap=True)
     for r in rows:
         style = "bold" if r["task"] == "avg" else None
-        table.add_row(escape(r["model"]), escape(r["compression"]), escape(r["task"]), _fmt(r.get("accuracy"), True), _fmt(r.get("coverage"), True),
-                      _fmt(r.get("mean_set_size")), _fmt(r.get("uacc"), True), style=style)  # fmt: skip
+        table.add_row(
+            escape(r["model"]),
+            escape(r["compression"]),
+            escape(r["task"]),
+            _fmt(r.get("accuracy"), True),
+            _fmt(r.get("coverage"), True),
+            _fmt(r.get("mean_set_size")),
+            _fmt(r.get("uacc"), True),
+            style=style,
+        )
     console.print(table)
-    console.print("[dim]means over prompt strategies, LAC/APS and random calibration/test splits; "
-                  f"alpha = {rows[0]['alpha'] if rows else '-'}; SS = mean prediction-set size of 6 options[/]")  # fmt: skip
+    console.print(
+        "[dim]means over prompt strategies, LAC/APS and random calibration/test splits; "
+        f"alpha = {rows[0]['alpha'] if rows else '-'}; SS = mean prediction-set size of 6 options[/]"
+    )
 
 
 @app.command()
@@ -89,19 +99,29 @@ def run(
             f"--alphas {alphas!r} is not a comma list of numbers", "give error rates such as 0.1 or 0.05,0.1"
         ) from None
     config = BenchConfig(
-        tasks=_split_list(tasks, TASKS, "--tasks"), strategies=_split_list(strategies, STRATEGIES, "--strategies"),
-        n=n, seed=seed, n_shots=shots, chat=chat, score_fns=tuple(s.strip() for s in score_fns.split(",") if s.strip()),
-        alphas=alpha_values, n_splits=splits, data=data, skip_malformed=skip_malformed,
-    )  # fmt: skip
+        tasks=_split_list(tasks, TASKS, "--tasks"),
+        strategies=_split_list(strategies, STRATEGIES, "--strategies"),
+        n=n,
+        seed=seed,
+        n_shots=shots,
+        chat=chat,
+        score_fns=tuple(s.strip() for s in score_fns.split(",") if s.strip()),
+        alphas=alpha_values,
+        n_splits=splits,
+        data=data,
+        skip_malformed=skip_malformed,
+    )
     spec = parse_spec(model)
     with progress_bar() as progress:
         loaded = load_model(spec, dtype=dtype, progress=progress)
     est = estimate(loaded, config)
     n_tasks, n_strategies = len(config.tasks), len(config.strategies)
-    console.print(f"{n_tasks} task{'s' * (n_tasks != 1)} x {n_strategies} strateg{'ies' if n_strategies != 1 else 'y'}, "
-                  f"{est.items:,} items, "
-                  f"{est.tokens:,} tokens to score: about {est.seconds / 60:.1f} min on this machine "
-                  f"({est.tokens_per_s:,.0f} tokens/s measured; cached logits are free)")  # fmt: skip
+    console.print(
+        f"{n_tasks} task{'s' * (n_tasks != 1)} x {n_strategies} strateg{'ies' if n_strategies != 1 else 'y'}, "
+        f"{est.items:,} items, "
+        f"{est.tokens:,} tokens to score: about {est.seconds / 60:.1f} min on this machine "
+        f"({est.tokens_per_s:,.0f} tokens/s measured; cached logits are free)"
+    )
     results_store = Store(store)
     bench_run = start_run(results_store, config, " ".join(["surefast", *sys.argv[1:]]), [model])
     columns = (
@@ -130,8 +150,7 @@ def run(
         error = str(exc) if isinstance(exc, SurefastError) else repr(exc)
         bench_run.update_meta(status="failed", seconds=time.perf_counter() - start, error=error)
         raise
-    bench_run.update_meta(status="done", seconds=time.perf_counter() - start,
-                          units=[u.__dict__ for u in units])  # fmt: skip
+    bench_run.update_meta(status="done", seconds=time.perf_counter() - start, units=[u.__dict__ for u in units])
     shortened = sum(u.shortened for u in units)
     if shortened:
         console.print(f"[yellow]{shortened} items had their own context shortened to fit the model[/]")

@@ -95,14 +95,16 @@ def compress(
     }
     config = make_config(method, **options)
     defaults = CalibrationConfig()
-    calib = CalibrationConfig(source=calibration, n_samples=defaults.n_samples if n_samples is None else n_samples,
-                              seq_len=defaults.seq_len if seq_len is None else seq_len)  # fmt: skip
+    calib = CalibrationConfig(
+        source=calibration,
+        n_samples=defaults.n_samples if n_samples is None else n_samples,
+        seq_len=defaults.seq_len if seq_len is None else seq_len,
+    )
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # its shard-writing bar would break the status line
     with Status(f"compressing {model} with {method}", console=console) as status:
-        result = compress_model(model, config, calib, out,
-                                progress=lambda text: status.update(text), dtype=dtype)  # fmt: skip
+        result = compress_model(model, config, calib, out, progress=lambda text: status.update(text), dtype=dtype)
     console.print(
         f"{config.method}: {result.seconds:.1f} s, fingerprint {result.fingerprint}; saved to {out}", markup=False
     )

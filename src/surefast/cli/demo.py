@@ -51,8 +51,10 @@ def demo(
     with progress_bar() as progress:
         loaded = load_model(parsed, progress=progress)
     kind = escape(str(loaded.model.config.model_type))  # the spec and the config are user data, not markup
-    console.print(f"loaded [bold]{escape(model)}[/] ({kind}, {loaded.model.dtype}, "
-                  f"fingerprint {loaded.fingerprint}) in {time.perf_counter() - start:.1f} s")  # fmt: skip
+    console.print(
+        f"loaded [bold]{escape(model)}[/] ({kind}, {loaded.model.dtype}, "
+        f"fingerprint {loaded.fingerprint}) in {time.perf_counter() - start:.1f} s"
+    )
     for prompt in DEMO_PROMPTS:
         t0 = time.perf_counter()
         limit = new_token_limit(loaded, model, prompt, max_new_tokens)

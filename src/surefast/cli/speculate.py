@@ -130,11 +130,15 @@ def explain_divergence(div: Divergence, dtype: str) -> str:
     """One line on where a greedy output left the target's own, and why."""
     where = f"the outputs part at new token {div.position}"
     if div.is_tie:
-        return (f"[yellow]{where}[/], where the target's two best logits are {div.top2_margin:.3f} apart: a {dtype} "
-                "rounding tie between its tree pass and its one-token pass, not a lost token "
-                "(such ties are far rarer with --dtype fp32)")  # fmt: skip
-    return (f"[red]{where}, where the target prefers its token by {div.top2_margin:.3f}: this should not happen "
-            "under greedy decoding; please report it with --stats-json[/]")  # fmt: skip
+        return (
+            f"[yellow]{where}[/], where the target's two best logits are {div.top2_margin:.3f} apart: a {dtype} "
+            "rounding tie between its tree pass and its one-token pass, not a lost token "
+            "(such ties are far rarer with --dtype fp32)"
+        )
+    return (
+        f"[red]{where}, where the target prefers its token by {div.top2_margin:.3f}: this should not happen "
+        "under greedy decoding; please report it with --stats-json[/]"
+    )
 
 
 def speculate(

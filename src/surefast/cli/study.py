@@ -19,8 +19,9 @@ from surefast.bench.store import Run, Store
 from surefast.bench.study import JobOutcome, job_done, run_study_local, run_study_ray
 from surefast.errors import SurefastError
 
-app = typer.Typer(help="Compression studies: models x compression configs x tasks, analysed and reported.",
-                  no_args_is_help=True)  # fmt: skip
+app = typer.Typer(
+    help="Compression studies: models x compression configs x tasks, analysed and reported.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -66,8 +67,9 @@ def job_seconds(plan: StudyPlan, comp: CompressionSpec, est: Estimate) -> tuple[
     from surefast.compress.calibration_data import CalibrationConfig
 
     calib = CalibrationConfig(**dict(plan.calibration))
-    return est.seconds, compression_seconds(comp.method, dict(comp.options), calib.n_samples * calib.seq_len,
-                                            est.tokens_per_s)  # fmt: skip
+    return est.seconds, compression_seconds(
+        comp.method, dict(comp.options), calib.n_samples * calib.seq_len, est.tokens_per_s
+    )
 
 
 def print_cells(plan: StudyPlan, run: Run | None, estimates: dict[str, Estimate] | None) -> None:
@@ -87,13 +89,20 @@ def print_cells(plan: StudyPlan, run: Run | None, estimates: dict[str, Estimate]
             score_s, compress_s = job_seconds(plan, comp, estimates[model])
             total[0], total[1] = total[0] + score_s, total[1] + compress_s
             cost = f"{score_s / 60:.1f} + {compress_s / 60:.1f} min"
-        table.add_row(escape(model), escape(comp.label), escape(f"{comp.method or ''} {options}".strip()), cost,
-                      "[green]done[/]" if done else "to do")  # fmt: skip
+        table.add_row(
+            escape(model),
+            escape(comp.label),
+            escape(f"{comp.method or ''} {options}".strip()),
+            cost,
+            "[green]done[/]" if done else "to do",
+        )
     console.print(table)
     if estimates is not None:
-        console.print(f"to do: about {sum(total) / 60:.0f} min on this machine ({total[0] / 60:.0f} min scoring at the "
-                      f"prefill speed measured here, model loading not included; {total[1] / 60:.0f} min compressing, "
-                      "a rough model good to a factor of two)")  # fmt: skip
+        console.print(
+            f"to do: about {sum(total) / 60:.0f} min on this machine ({total[0] / 60:.0f} min scoring at the "
+            f"prefill speed measured here, model loading not included; {total[1] / 60:.0f} min compressing, "
+            "a rough model good to a factor of two)"
+        )
 
 
 @app.command("plan")

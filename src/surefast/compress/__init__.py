@@ -17,13 +17,28 @@ from surefast.compress.api import (
     make_config,
     method_names,
     register,
-)  # fmt: skip
+)
 from surefast.compress.calibrate import BlockContext, LinearStats, ModelContext
 from surefast.compress.calibration_data import CalibrationConfig, heldout_text
 from surefast.compress.saved import apply_saved_compression_, read_compression, save_compressed
 
 __all__ = [
-    "BlockContext", "CalibrationConfig", "CompressionConfig", "CompressionResult", "LinearStats", "Method",
-    "ModelContext", "apply_saved_compression_", "compress_", "config_class", "heldout_text",
-    "make_config", "method_names", "prune", "quant", "read_compression", "register", "save_compressed",
-]  # fmt: skip
+    "BlockContext",
+    "CalibrationConfig",
+    "CompressionConfig",
+    "CompressionResult",
+    "LinearStats",
+    "Method",
+    "ModelContext",
+    "apply_saved_compression_",
+    "compress_",
+    "config_class",
+    "heldout_text",
+    "make_config",
+    "method_names",
+    "prune",
+    "quant",
+    "read_compression",
+    "register",
+    "save_compressed",
+]

@@ -239,8 +239,16 @@ class CompressionResult:
 def compression_fingerprint(config: CompressionConfig, calibration: dict[str, Any], base: str | None) -> str:
     from surefast import __version__
 
-    blob = json.dumps({"config": config.to_dict(), "calibration": calibration.get("fingerprint"), "base": base,
-                       "surefast": __version__}, sort_keys=True, default=str)  # fmt: skip
+    blob = json.dumps(
+        {
+            "config": config.to_dict(),
+            "calibration": calibration.get("fingerprint"),
+            "base": base,
+            "surefast": __version__,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -266,8 +274,9 @@ def compress_(
 
     method = method_for(config)
     start = time.perf_counter()
-    ctx = ModelContext.build(model, filter_fn=filter_fn, calibration=calibration, tokenizer=tokenizer,
-                             progress=progress)  # fmt: skip
+    ctx = ModelContext.build(
+        model, filter_fn=filter_fn, calibration=calibration, tokenizer=tokenizer, progress=progress
+    )
     with torch.no_grad():
         method.prepare_model(model, ctx)
     layers = run_blocks(model, method, ctx)

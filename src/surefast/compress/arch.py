@@ -42,8 +42,13 @@ def block_linears(block: nn.Module, prefix: str, filter_fn: Any = None) -> dict[
 
 def is_fused_experts(module: Any) -> bool:
     gu, down = getattr(module, "gate_up_proj", None), getattr(module, "down_proj", None)
-    return (isinstance(gu, torch.Tensor) and isinstance(down, torch.Tensor) and gu.dim() == 3 and down.dim() == 3
-            and not isinstance(module, UnfusedExperts))  # fmt: skip
+    return (
+        isinstance(gu, torch.Tensor)
+        and isinstance(down, torch.Tensor)
+        and gu.dim() == 3
+        and down.dim() == 3
+        and not isinstance(module, UnfusedExperts)
+    )
 
 
 class UnfusedExperts(nn.Module):

@@ -118,8 +118,17 @@ class ModelContext:
         cls, model: nn.Module, *, filter_fn: Any, calibration: Any, tokenizer: Any, progress: Any
     ) -> ModelContext:
         unfused = unfuse_experts_(model)
-        return cls(model, arch_facts(model), decoder_layers(model), decoder_prefix(model), filter_fn, calibration,
-                   tokenizer, progress, unfused)  # fmt: skip
+        return cls(
+            model,
+            arch_facts(model),
+            decoder_layers(model),
+            decoder_prefix(model),
+            filter_fn,
+            calibration,
+            tokenizer,
+            progress,
+            unfused,
+        )
 
     def say(self, msg: str) -> None:
         if self.progress is not None:
@@ -183,9 +192,12 @@ class BlockContext:
         new = weight.to(old.device, torch.float32)
         rel = ((new - old).norm() / old.norm().clamp_min(1e-12)).item()
         lin.weight.data.copy_(new.to(lin.weight.dtype))
-        self.info[name] = {"shape": list(old.shape), "rel_change": round(rel, 6),
-                           "sparsity": round(1.0 - torch.count_nonzero(lin.weight).item() / lin.weight.numel(), 6),
-                           **{k: _plain(v) for k, v in (info or {}).items()}}  # fmt: skip
+        self.info[name] = {
+            "shape": list(old.shape),
+            "rel_change": round(rel, 6),
+            "sparsity": round(1.0 - torch.count_nonzero(lin.weight).item() / lin.weight.numel(), 6),
+            **{k: _plain(v) for k, v in (info or {}).items()},
+        }
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return _call_block(self.block, hidden, self.kwargs)
@@ -240,8 +252,13 @@ def capture_block_inputs(ctx: ModelContext, ids: torch.Tensor) -> tuple[list[tor
     return inputs, kwargs
 
 
-def gather_stats(block: nn.Module, linears: dict[str, nn.Linear], inputs: list[torch.Tensor], kwargs: dict[str, Any],
-                 needs: frozenset[str]) -> dict[str, LinearStats]:  # fmt: skip
+def gather_stats(
+    block: nn.Module,
+    linears: dict[str, nn.Linear],
+    inputs: list[torch.Tensor],
+    kwargs: dict[str, Any],
+    needs: frozenset[str],
+) -> dict[str, LinearStats]:
     """Run the block over all inputs, accumulating ``needs`` for every linear.
 
     Linears called on the very same input tensor (q, k and v; gate and up) share one set of

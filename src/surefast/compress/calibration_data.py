@@ -31,19 +31,92 @@ import torch
 from surefast.errors import SurefastError
 
 CALIBRATION_MODULES = (
-    "argparse", "subprocess", "typing", "collections", "pathlib", "datetime", "decimal", "email.message",
-    "json", "shutil", "tarfile", "zipfile", "logging", "unittest.case", "http.client", "urllib.request",
-    "difflib", "textwrap", "calendar", "fractions", "statistics", "random", "string", "inspect",
-    "dataclasses", "functools", "itertools", "heapq", "bisect", "csv", "configparser", "smtplib",
-    "pickle", "threading", "socket", "tempfile", "optparse", "doctest", "pydoc", "timeit",
-    "xml.dom.minidom", "codecs", "enum", "contextlib", "os", "io", "selectors", "platform",
-)  # fmt: skip
+    "argparse",
+    "subprocess",
+    "typing",
+    "collections",
+    "pathlib",
+    "datetime",
+    "decimal",
+    "email.message",
+    "json",
+    "shutil",
+    "tarfile",
+    "zipfile",
+    "logging",
+    "unittest.case",
+    "http.client",
+    "urllib.request",
+    "difflib",
+    "textwrap",
+    "calendar",
+    "fractions",
+    "statistics",
+    "random",
+    "string",
+    "inspect",
+    "dataclasses",
+    "functools",
+    "itertools",
+    "heapq",
+    "bisect",
+    "csv",
+    "configparser",
+    "smtplib",
+    "pickle",
+    "threading",
+    "socket",
+    "tempfile",
+    "optparse",
+    "doctest",
+    "pydoc",
+    "timeit",
+    "xml.dom.minidom",
+    "codecs",
+    "enum",
+    "contextlib",
+    "os",
+    "io",
+    "selectors",
+    "platform",
+)
 HELDOUT_MODULES = (
-    "ftplib", "imaplib", "mailbox", "shelve", "sqlite3", "multiprocessing.pool", "ssl", "glob", "locale",
-    "gettext", "pdb", "trace", "turtle", "xml.etree.ElementTree", "html.parser", "base64", "hashlib",
-    "uuid", "ipaddress", "abc", "weakref", "copy", "pprint", "numbers", "operator", "queue", "sched",
-    "sysconfig", "graphlib", "wave", "plistlib", "lzma", "bz2", "gzip", "filecmp",
-)  # fmt: skip
+    "ftplib",
+    "imaplib",
+    "mailbox",
+    "shelve",
+    "sqlite3",
+    "multiprocessing.pool",
+    "ssl",
+    "glob",
+    "locale",
+    "gettext",
+    "pdb",
+    "trace",
+    "turtle",
+    "xml.etree.ElementTree",
+    "html.parser",
+    "base64",
+    "hashlib",
+    "uuid",
+    "ipaddress",
+    "abc",
+    "weakref",
+    "copy",
+    "pprint",
+    "numbers",
+    "operator",
+    "queue",
+    "sched",
+    "sysconfig",
+    "graphlib",
+    "wave",
+    "plistlib",
+    "lzma",
+    "bz2",
+    "gzip",
+    "filecmp",
+)
 assert not set(CALIBRATION_MODULES) & set(HELDOUT_MODULES)
 
 
@@ -89,8 +162,11 @@ def module_docs(name: str) -> list[str]:
         if inspect.isclass(obj) or inspect.isfunction(obj):
             parts.append(inspect.getdoc(obj) or "")
             if inspect.isclass(obj):
-                parts += [inspect.getdoc(m) or "" for n, m in sorted(vars(obj).items())
-                          if not n.startswith("_") and inspect.isfunction(m)]  # fmt: skip
+                parts += [
+                    inspect.getdoc(m) or ""
+                    for n, m in sorted(vars(obj).items())
+                    if not n.startswith("_") and inspect.isfunction(m)
+                ]
     return [p for p in parts if p]
 
 
@@ -128,16 +204,20 @@ def load_texts(config: CalibrationConfig) -> list[str]:
             raise SurefastError(f"no .txt files under {path}", "point --calibration at a .txt/.jsonl file or folder")
         return [f.read_text(encoding="utf-8", errors="replace") for f in files]
     if not path.is_file():
-        raise SurefastError(f"calibration source {src!r} is neither a file, a folder, 'stdlib' nor 'hf:NAME'",
-                            "use 'stdlib' (offline default), a .txt/.jsonl path, or hf:dataset[:config]")  # fmt: skip
+        raise SurefastError(
+            f"calibration source {src!r} is neither a file, a folder, 'stdlib' nor 'hf:NAME'",
+            "use 'stdlib' (offline default), a .txt/.jsonl path, or hf:dataset[:config]",
+        )
     if path.suffix == ".jsonl":
         texts = []
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
             if line.strip():
                 row = json.loads(line)
                 if config.text_field not in row:
-                    raise SurefastError(f"{path}:{i + 1} has no field {config.text_field!r}",
-                                        f"fields: {', '.join(row)}; set text_field")  # fmt: skip
+                    raise SurefastError(
+                        f"{path}:{i + 1} has no field {config.text_field!r}",
+                        f"fields: {', '.join(row)}; set text_field",
+                    )
                 texts.append(str(row[config.text_field]))
         return texts
     return [path.read_text(encoding="utf-8", errors="replace")]
@@ -157,8 +237,10 @@ def tokenize_windows(text: str, tokenizer: Any, n_samples: int, seq_len: int, se
     """``n_samples`` windows of ``seq_len`` tokens from ``text`` at seeded offsets: ``[N, S]``."""
     ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)  # [T]
     if ids.numel() < seq_len + 1:
-        raise SurefastError(f"calibration text has {ids.numel()} tokens, fewer than seq_len={seq_len}",
-                            "use more text or a shorter seq_len")  # fmt: skip
+        raise SurefastError(
+            f"calibration text has {ids.numel()} tokens, fewer than seq_len={seq_len}",
+            "use more text or a shorter seq_len",
+        )
     gen = torch.Generator().manual_seed(seed)
     slots = ids.numel() // seq_len
     if slots >= n_samples:  # disjoint windows, chosen at random

@@ -32,7 +32,7 @@ def inverse_upper_cholesky(H: torch.Tensor) -> torch.Tensor | None:
 @contextmanager
 def one_thread_on_cpu(device: torch.device) -> Iterator[None]:
     """Run a column sweep on one thread: its thousands of tiny ops cost more in intra-op thread
-    hand-offs than in work (GPTQ measured 17x slower with 2 threads on a loaded 2-core machine)."""
+    hand-offs than in work (docs/compress.md, "CPU notes")."""
     if device.type != "cpu":
         yield
         return

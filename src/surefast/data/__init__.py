@@ -13,6 +13,17 @@ from surefast.data.items import IDK, LETTERS, NOTA, TASKS, MCItem
 from surefast.data.load import DATA_VERSION, DEFAULT_N, TASK_SPECS, LoadStats, TaskConfig, TaskData, get_spec, load_task
 
 __all__ = [
-    "DATA_VERSION", "DEFAULT_N", "IDK", "LETTERS", "NOTA", "TASKS", "TASK_SPECS",
-    "LoadStats", "MCItem", "TaskConfig", "TaskData", "get_spec", "load_task",
-]  # fmt: skip
+    "DATA_VERSION",
+    "DEFAULT_N",
+    "IDK",
+    "LETTERS",
+    "NOTA",
+    "TASKS",
+    "TASK_SPECS",
+    "LoadStats",
+    "MCItem",
+    "TaskConfig",
+    "TaskData",
+    "get_spec",
+    "load_task",
+]

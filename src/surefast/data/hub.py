@@ -46,12 +46,25 @@ def hub_source(spec: TaskSpec, text: str) -> ResolvedSource:
     except Exception as exc:  # datasets raises many types; the user needs one line
         first = str(exc).splitlines()[0] if str(exc) else ""
         offline = "offline" in first.lower() or "connect" in first.lower() or "resolve" in first.lower()
-        hint = ("the hub is unreachable or offline mode is on: download the dataset where the hub is reachable, "
-                "or pass a local file with --source PATH") if offline else "check the id, config and split, and HF_TOKEN"  # fmt: skip
-        raise SurefastError(f"cannot load hub dataset {repo} [{config or 'default'}/{split}]: {type(exc).__name__}: {first}", hint) from exc  # fmt: skip
+        hint = (
+            (
+                "the hub is unreachable or offline mode is on: download the dataset where the hub is reachable, "
+                "or pass a local file with --source PATH"
+            )
+            if offline
+            else "check the id, config and split, and HF_TOKEN"
+        )
+        raise SurefastError(
+            f"cannot load hub dataset {repo} [{config or 'default'}/{split}]: {type(exc).__name__}: {first}", hint
+        ) from exc
     label = f"hf:{repo}{'@' + revision if revision else ''} [{config or 'default'}/{split}]"
-    identity = {"hub": repo, "revision": revision or "", "config": config or "", "split": split,
-                "dataset_fingerprint": str(getattr(dataset, "_fingerprint", ""))}  # fmt: skip
+    identity = {
+        "hub": repo,
+        "revision": revision or "",
+        "config": config or "",
+        "split": split,
+        "dataset_fingerprint": str(getattr(dataset, "_fingerprint", "")),
+    }
 
     def records() -> Iterator[Record]:
         for index, row in enumerate(dataset):

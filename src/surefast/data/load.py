@@ -89,11 +89,18 @@ class TaskData:
     def record(self) -> dict[str, Any]:
         """A JSON-able summary for results and logs (what was sampled from what, and how)."""
         return {
-            "task": self.task, "role": TASK_SPECS[self.task].role, "loader_version": DATA_VERSION,
-            "config": asdict(self.config), "source": self.source, "source_kind": self.source_kind,
-            "source_identity": self.source_identity, "fingerprint": self.fingerprint, "stats": asdict(self.stats),
-            "n_items": len(self.items), "demo_uids": [d.uid for d in self.demos],
-        }  # fmt: skip
+            "task": self.task,
+            "role": TASK_SPECS[self.task].role,
+            "loader_version": DATA_VERSION,
+            "config": asdict(self.config),
+            "source": self.source,
+            "source_kind": self.source_kind,
+            "source_identity": self.source_identity,
+            "fingerprint": self.fingerprint,
+            "stats": asdict(self.stats),
+            "n_items": len(self.items),
+            "demo_uids": [d.uid for d in self.demos],
+        }
 
 
 def get_spec(task: str) -> TaskSpec:
@@ -123,11 +130,19 @@ def load_task(task: str, config: TaskConfig | None = None) -> TaskData:
         )
     order = sample_indices([uids[i] for i in rest], config.n, spec.name, config.seed)
     builder = _Builder(spec, raws, uids, demo_set)
-    demos = [builder.item(i, permutation(4, "demo-shuffle", spec.name, uids[i]), k)
-             for k, i in enumerate(demo_pos)]  # fmt: skip
+    demos = [builder.item(i, permutation(4, "demo-shuffle", spec.name, uids[i]), k) for k, i in enumerate(demo_pos)]
     items = [builder.item(rest[j], permutation(4, "shuffle", spec.name, config.seed, uids[rest[j]])) for j in order]
-    return TaskData(spec.name, config, items, demos, fingerprint(spec.name, items, demos), stats,
-                    source.label, source.kind, dict(source.identity))  # fmt: skip
+    return TaskData(
+        spec.name,
+        config,
+        items,
+        demos,
+        fingerprint(spec.name, items, demos),
+        stats,
+        source.label,
+        source.kind,
+        dict(source.identity),
+    )
 
 
 _RAW_CACHE: OrderedDict[tuple[Any, ...], tuple[list[Raw], LoadStats]] = OrderedDict()
@@ -175,8 +190,10 @@ def read_raws(spec: TaskSpec, source: ResolvedSource, skip_malformed: bool) -> t
         else:
             raws.append(raw)
     if not raws:
-        raise SurefastError(f"no valid {spec.name} rows in {source.label} ({read} read, {malformed} malformed)",
-                            "is this the right file for the task?")  # fmt: skip
+        raise SurefastError(
+            f"no valid {spec.name} rows in {source.label} ({read} read, {malformed} malformed)",
+            "is this the right file for the task?",
+        )
     return raws, LoadStats(read, malformed, junk, len(raws), tuple(examples))
 
 

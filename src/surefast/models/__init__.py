@@ -5,6 +5,14 @@ from surefast.models.registry import DEFAULT_MODEL, REGISTRY, PackagedModel, get
 from surefast.models.spec import ModelSpec, parse_spec
 
 __all__ = [
-    "DEFAULT_MODEL", "REGISTRY", "LoadedModel", "ModelSpec", "PackagedModel",
-    "fingerprint", "get_packaged", "load_model", "parse_spec", "resolve_dtype",
-]  # fmt: skip
+    "DEFAULT_MODEL",
+    "REGISTRY",
+    "LoadedModel",
+    "ModelSpec",
+    "PackagedModel",
+    "fingerprint",
+    "get_packaged",
+    "load_model",
+    "parse_spec",
+    "resolve_dtype",
+]

@@ -15,8 +15,9 @@ def encode_chat(tokenizer: Any, prompt: str, use_template: bool | None = None) -
     if use_template is None:
         use_template = bool(getattr(tokenizer, "chat_template", None))
     if use_template:
-        enc = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)  # fmt: skip
+        enc = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         return enc["input_ids"]
     return tokenizer(prompt, return_tensors="pt")["input_ids"]
 
@@ -34,7 +35,12 @@ def greedy_answer(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) 
     if ids.shape[1] >= context:
         raise SurefastError(f"the prompt is {ids.shape[1]} tokens; the model holds {context} positions", "shorten it")
     max_new_tokens = min(max_new_tokens, context - ids.shape[1])
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                         do_sample=False, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     new = out[0, ids.shape[1] :]
     return tokenizer.decode(new, skip_special_tokens=True).strip(), int(new.numel())

@@ -131,10 +131,16 @@ def pull_packaged(
             start = time.perf_counter()
             with building(final) as tmp:
                 info = converter(gguf, tmp)
-                write_manifest(tmp, {
-                    **info, "spec": f"packaged:{name}", "source_files": {model.gguf_name: model.sha256},
-                    "recipe": CONVERSION_RECIPE, "convert_seconds": round(time.perf_counter() - start, 1),
-                })  # fmt: skip
+                write_manifest(
+                    tmp,
+                    {
+                        **info,
+                        "spec": f"packaged:{name}",
+                        "source_files": {model.gguf_name: model.sha256},
+                        "recipe": CONVERSION_RECIPE,
+                        "convert_seconds": round(time.perf_counter() - start, 1),
+                    },
+                )
             shutil.rmtree(workdir, ignore_errors=True)
     return final
 
@@ -156,6 +162,7 @@ def convert_local_gguf(gguf: Path, *, progress: ProgressFn | None = None, conver
                 progress(f"converting {gguf.name} to bf16 safetensors", 0, 1)
             with building(final) as tmp:
                 info = converter(gguf, tmp)
-                write_manifest(tmp, {**info, "spec": f"gguf:{gguf}", "source_files": {gguf.name: sha},
-                                     "recipe": CONVERSION_RECIPE})  # fmt: skip
+                write_manifest(
+                    tmp, {**info, "spec": f"gguf:{gguf}", "source_files": {gguf.name: sha}, "recipe": CONVERSION_RECIPE}
+                )
     return final

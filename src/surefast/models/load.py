@@ -41,8 +41,14 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
         return torch.bfloat16
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-             "fp32": torch.float32, "float32": torch.float32}  # fmt: skip
+    names = {
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "fp32": torch.float32,
+        "float32": torch.float32,
+    }
     if dtype not in names:
         raise SurefastError(f"unknown dtype {dtype!r}", f"choose from {', '.join(names)}")
     return names[dtype]
@@ -86,8 +92,10 @@ def _hub_error(spec: ModelSpec, exc: Exception) -> SurefastError:
         return SurefastError(f"no such hub repository: {spec.target}", "check the id, and log in for gated models")
     if "RevisionNotFound" in name:
         return SurefastError(f"{spec.target} has no revision {spec.revision!r}")
-    return SurefastError(f"cannot load {spec.raw} from the hub: {name}: {text.splitlines()[0] if text else ''}",
-                         "check the network, HF_ENDPOINT and HF_TOKEN")  # fmt: skip
+    return SurefastError(
+        f"cannot load {spec.raw} from the hub: {name}: {text.splitlines()[0] if text else ''}",
+        "check the network, HF_ENDPOINT and HF_TOKEN",
+    )
 
 
 def _hub_commit(repo: str, revision: str | None) -> str:

@@ -17,22 +17,44 @@ import torch
 
 TINY_VOCAB = 384  # model vocabulary; the tokenizer uses the first ~290 ids
 SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>",
-    "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<image>", "<video>",
-)  # fmt: skip
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<image>",
+    "<video>",
+)
 _CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-_TEXT = dict(vocab_size=TINY_VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-             initializer_range=0.1, tie_word_embeddings=False)  # fmt: skip
+_TEXT = dict(
+    vocab_size=TINY_VOCAB,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=2048,
+    initializer_range=0.1,
+    tie_word_embeddings=False,
+)
 # A wide initializer gives peaked next-token distributions, so greedy ties are vanishingly rare.
 
 TINY_ARCHITECTURES: tuple[str, ...] = (
-    "llama", "qwen2", "qwen3", "qwen3_moe", "gemma3", "llava_onevision", "qwen2_5_vl",
-)  # fmt: skip
+    "llama",
+    "qwen2",
+    "qwen3",
+    "qwen3_moe",
+    "gemma3",
+    "llava_onevision",
+    "qwen2_5_vl",
+)
 TEXT_ARCHITECTURES = TINY_ARCHITECTURES[:5]
 VLM_ARCHITECTURES = TINY_ARCHITECTURES[5:]
 
@@ -53,9 +75,13 @@ def tiny_tokenizer() -> Any:
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(list(SPECIAL_TOKENS))
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|pad|>", bos_token=None,
-        unk_token=None, chat_template=_CHAT_TEMPLATE,
-    )  # fmt: skip
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        bos_token=None,
+        unk_token=None,
+        chat_template=_CHAT_TEMPLATE,
+    )
     assert len(fast) <= TINY_VOCAB
     return fast
 
@@ -73,28 +99,71 @@ def tiny_config(arch: str) -> Any:
     if arch in ("llama", "qwen2", "qwen3"):
         return AutoConfig.for_model(arch, **_TEXT, **ids, head_dim=16)
     if arch == "qwen3_moe":
-        return AutoConfig.for_model(arch, **_TEXT, **ids, head_dim=16, num_experts=4, num_experts_per_tok=2,
-                                    moe_intermediate_size=32, decoder_sparse_step=1, norm_topk_prob=True)  # fmt: skip
-    if arch == "gemma3":
-        return AutoConfig.for_model("gemma3_text", **_TEXT, **ids, head_dim=16, sliding_window=8,
-                                    layer_types=["sliding_attention", "full_attention"], query_pre_attn_scalar=16)  # fmt: skip
-    if arch == "llava_onevision":
-        vision = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, image_size=28, patch_size=14)  # fmt: skip
         return AutoConfig.for_model(
-            "llava_onevision", text_config=dict(model_type="qwen2", **_TEXT, **ids), vision_config=vision,
-            image_token_index=_special("<image>"), video_token_index=_special("<video>"),
-            vision_feature_layer=-1, vision_aspect_ratio="anyres_max_9", image_grid_pinpoints=[[28, 28], [28, 56]],
-        )  # fmt: skip
+            arch,
+            **_TEXT,
+            **ids,
+            head_dim=16,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            decoder_sparse_step=1,
+            norm_topk_prob=True,
+        )
+    if arch == "gemma3":
+        return AutoConfig.for_model(
+            "gemma3_text",
+            **_TEXT,
+            **ids,
+            head_dim=16,
+            sliding_window=8,
+            layer_types=["sliding_attention", "full_attention"],
+            query_pre_attn_scalar=16,
+        )
+    if arch == "llava_onevision":
+        vision = dict(
+            model_type="siglip_vision_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        )
+        return AutoConfig.for_model(
+            "llava_onevision",
+            text_config=dict(model_type="qwen2", **_TEXT, **ids),
+            vision_config=vision,
+            image_token_index=_special("<image>"),
+            video_token_index=_special("<video>"),
+            vision_feature_layer=-1,
+            vision_aspect_ratio="anyres_max_9",
+            image_grid_pinpoints=[[28, 28], [28, 56]],
+        )
     if arch == "qwen2_5_vl":
         text = dict(_TEXT, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
-                      spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1])  # fmt: skip
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=56,
+            fullatt_block_indexes=[1],
+        )
         return AutoConfig.for_model(
-            "qwen2_5_vl", text_config=dict(model_type="qwen2_5_vl_text", **text, **ids), vision_config=vision,
-            image_token_id=_special("<|image_pad|>"), video_token_id=_special("<|video_pad|>"),
-            vision_start_token_id=_special("<|vision_start|>"), vision_end_token_id=_special("<|vision_end|>"), **ids,
-        )  # fmt: skip
+            "qwen2_5_vl",
+            text_config=dict(model_type="qwen2_5_vl_text", **text, **ids),
+            vision_config=vision,
+            image_token_id=_special("<|image_pad|>"),
+            video_token_id=_special("<|video_pad|>"),
+            vision_start_token_id=_special("<|vision_start|>"),
+            vision_end_token_id=_special("<|vision_end|>"),
+            **ids,
+        )
     raise ValueError(f"unknown tiny architecture {arch!r}; choose from {TINY_ARCHITECTURES}")
 
 

@@ -18,10 +18,17 @@ from surefast.prompts.build import (
     chat_frame,
     format_item,
     instruction_text,
-)  # fmt: skip
+)
 from surefast.prompts.display import render_for_display
 
 __all__ = [
-    "PROMPT_VERSION", "STRATEGIES", "Prompt", "PromptConfig", "build_prompt", "chat_frame", "format_item",
-    "instruction_text", "render_for_display",
-]  # fmt: skip
+    "PROMPT_VERSION",
+    "STRATEGIES",
+    "Prompt",
+    "PromptConfig",
+    "build_prompt",
+    "chat_frame",
+    "format_item",
+    "instruction_text",
+    "render_for_display",
+]

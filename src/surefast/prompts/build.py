@@ -155,8 +155,10 @@ def build_prompt(
         raise SurefastError(f"demos for {task} include items of another task")
     n_shots = len(demos) if config.n_shots is None else config.n_shots
     if n_shots > len(demos):
-        raise SurefastError(f"n_shots={n_shots} but {task} has {len(demos)} demos",
-                            f"use n_shots <= {len(demos)}, or load the task with n_demos={n_shots}")  # fmt: skip
+        raise SurefastError(
+            f"n_shots={n_shots} but {task} has {len(demos)} demos",
+            f"use n_shots <= {len(demos)}, or load the task with n_demos={n_shots}",
+        )
     used = list(demos[:n_shots])
     body = instruction_text(task, config.strategy, used)
     chat = _use_chat(tokenizer, config.chat)
@@ -177,8 +179,12 @@ def build_prompt(
 def _use_chat(tokenizer: Any, chat: bool | None) -> bool:
     has_template = tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
     if chat and not has_template:
-        raise SurefastError("chat=True, but the tokenizer has no chat template" if tokenizer is not None
-                            else "chat=True needs the model's tokenizer", "use chat=False (plain prompts)")  # fmt: skip
+        raise SurefastError(
+            "chat=True, but the tokenizer has no chat template"
+            if tokenizer is not None
+            else "chat=True needs the model's tokenizer",
+            "use chat=False (plain prompts)",
+        )
     return has_template if chat is None else chat
 
 
@@ -188,11 +194,14 @@ def chat_frame(tokenizer: Any, system: str | None) -> tuple[str, str]:
     def render(content: str) -> str:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
         try:
-            out = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                enable_thinking=False)  # fmt: skip
+            out = tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+            )
         except Exception as exc:  # jinja errors: e.g. a template without a system role
-            raise SurefastError(f"the tokenizer's chat template failed: {type(exc).__name__}: {exc}",
-                                "drop the system text, or use chat=False") from exc  # fmt: skip
+            raise SurefastError(
+                f"the tokenizer's chat template failed: {type(exc).__name__}: {exc}",
+                "drop the system text, or use chat=False",
+            ) from exc
         return str(out)
 
     framed = render(_SENTINEL)
@@ -201,8 +210,11 @@ def chat_frame(tokenizer: Any, system: str | None) -> tuple[str, str]:
     head, tail = framed.split(_SENTINEL)
     probe = "Probe: a\nB. b"
     if render(probe) != head + probe + tail:  # the template rewrites content (strips, escapes): no clean split
-        raise SurefastError("the chat template changes the user message's text, so the prompt cannot be split "
-                            "into a shared prefix and items", "use chat=False")  # fmt: skip
+        raise SurefastError(
+            "the chat template changes the user message's text, so the prompt cannot be split "
+            "into a shared prefix and items",
+            "use chat=False",
+        )
     return head, tail
 
 

@@ -29,7 +29,9 @@ def render_for_display(
     if strategy is not None:
         config = replace(config, strategy=strategy)
     if not 0 <= item_index < len(data.items):
-        raise SurefastError(f"item {item_index} is out of range: {task} has {len(data.items)} items here",
-                            f"choose 0..{len(data.items) - 1}")  # fmt: skip
+        raise SurefastError(
+            f"item {item_index} is out of range: {task} has {len(data.items)} items here",
+            f"choose 0..{len(data.items) - 1}",
+        )
     prompt = build_prompt(task, data.demos, tokenizer, config)
     return prompt.full(data.items[item_index])

@@ -14,6 +14,14 @@ from surefast.scoring.reference import score_items_reference
 from surefast.scoring.types import CacheKey, PromptLike, ScoreResult, ScoringConfig
 
 __all__ = [
-    "CacheKey", "LetterTokens", "PromptLike", "ScoreResult", "ScoreStore", "ScoringConfig",
-    "letter_tokens", "score_items", "score_items_reference", "scores_dir",
-]  # fmt: skip
+    "CacheKey",
+    "LetterTokens",
+    "PromptLike",
+    "ScoreResult",
+    "ScoreStore",
+    "ScoringConfig",
+    "letter_tokens",
+    "score_items",
+    "score_items_reference",
+    "scores_dir",
+]

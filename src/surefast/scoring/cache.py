@@ -104,11 +104,18 @@ class ScoreStore:
         import transformers
 
         manifest = {
-            "format": FORMAT_VERSION, "key": asdict(self.key), "prompt_fp": self.prompt_fp, **self.details,
-            "versions": {"surefast": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                         "numpy": np.__version__},
+            "format": FORMAT_VERSION,
+            "key": asdict(self.key),
+            "prompt_fp": self.prompt_fp,
+            **self.details,
+            "versions": {
+                "surefast": __version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "numpy": np.__version__,
+            },
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }  # fmt: skip
+        }
         atomic_write_bytes(path, json.dumps(manifest, indent=2, sort_keys=True).encode())
 
     def load(self) -> dict[str, Cached]:

@@ -38,7 +38,7 @@ from surefast.scoring.batching import (
     plan_batches,
     sample_for_check,
     split_mismatch,
-)  # fmt: skip
+)
 from surefast.scoring.cache import Cached, ScoreStore, sha_of
 from surefast.scoring.letters import LetterTokens, letter_tokens, tokenizer_name, variant_for_all
 from surefast.scoring.prefix import PrefixState
@@ -64,8 +64,9 @@ def _check_items(items: Sequence[MCItem]) -> None:
 
 def _probe(item: MCItem) -> MCItem:
     """A fixed stand-in item of the same task and meta: its rendering fingerprints the template."""
-    return dataclasses.replace(item, uid="__probe__", context="", question="Q?", options=("a", "b", "c", "d", "e", "f"),
-                               label=0)  # fmt: skip
+    return dataclasses.replace(
+        item, uid="__probe__", context="", question="Q?", options=("a", "b", "c", "d", "e", "f"), label=0
+    )
 
 
 def prompt_fingerprint(
@@ -97,8 +98,11 @@ class _Runner:
                 self.prefix = state
             else:
                 self.fallback_reason = state.reason
-                warnings.warn(f"{type(model).__name__}: the prefix KV cache cannot be shared ({state.reason}); "
-                              "scoring full prompts instead (same results, slower)", stacklevel=4)  # fmt: skip
+                warnings.warn(
+                    f"{type(model).__name__}: the prefix KV cache cannot be shared ({state.reason}); "
+                    "scoring full prompts instead (same results, slower)",
+                    stacklevel=4,
+                )
         self.tokens = len(prefix_ids) if self.prefix is not None else 0
 
     def row_ids(self, enc: Encoded) -> list[int]:
@@ -117,8 +121,13 @@ class _Runner:
         mask = torch.cat([torch.ones(len(rows), offset, dtype=torch.long), real.long()], dim=1)  # [B, P + Q]
         positions = (offset + torch.arange(width))[None, :].expand(len(rows), -1)  # [B, Q]
         cache = self.prefix.batch_cache(len(rows)) if self.prefix is not None else None
-        out = self.body(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                        position_ids=positions.to(self.device), past_key_values=cache, use_cache=cache is not None)  # fmt: skip
+        out = self.body(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            past_key_values=cache,
+            use_cache=cache is not None,
+        )
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]  # [B, Q, H]
         last = (lengths - 1).to(hidden.device)
         answer = hidden[torch.arange(len(rows), device=hidden.device), last]  # [B, H]

@@ -94,8 +94,13 @@ class PrefixState:
         self.length = len(prefix_ids)
         ids = torch.tensor([prefix_ids], dtype=torch.long, device=device)  # [1, P]
         cache = DynamicCache(config=body.config)
-        body(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(self.length, device=device)[None],
-             past_key_values=cache, use_cache=True)  # fmt: skip
+        body(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=torch.arange(self.length, device=device)[None],
+            past_key_values=cache,
+            use_cache=True,
+        )
         self.cache = cache
         self.reason = unsupported_reason(cache)
 

@@ -49,6 +49,11 @@ def score_items_reference(
         tuple(item.uid for item in items),
         np.stack(rows).astype(np.float32) if rows else np.zeros((0, 6), np.float32),
         np.array([item.label for item in items], dtype=np.int64),
-        int(short.sum()), 0, time.perf_counter() - start, tokens, short,
-        letters.ids if letters else (), False,
-    )  # fmt: skip
+        int(short.sum()),
+        0,
+        time.perf_counter() - start,
+        tokens,
+        short,
+        letters.ids if letters else (),
+        False,
+    )

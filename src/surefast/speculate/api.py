@@ -81,8 +81,10 @@ def load_pair(
     t = load_model(target, dtype=dtype, device=device, progress=progress)
     d = load_model(draft, dtype=dtype, device=device, progress=progress)
     if t.tokenizer.get_vocab() != d.tokenizer.get_vocab():
-        raise SurefastError(f"{draft} does not share {target}'s tokenizer",
-                            "speculative decoding needs a draft with the same vocabulary (e.g. a smaller model of the same family)")  # fmt: skip
+        raise SurefastError(
+            f"{draft} does not share {target}'s tokenizer",
+            "speculative decoding needs a draft with the same vocabulary (e.g. a smaller model of the same family)",
+        )
     return t, d
 
 

@@ -94,12 +94,32 @@ class ChainConfig(PolicyConfig):
 # draft token). Level sizes 4, 7, 7, 5, 2; most of the mass on the first-choice spine, like the
 # hand-tuned trees of Medusa / EAGLE-1 and the static SD-Tree baseline, scaled down.
 DEFAULT_STATIC_TREE: tuple[tuple[int, ...], ...] = (
-    (0,), (1,), (2,), (3,),
-    (0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0), (3, 0),
-    (0, 0, 0), (0, 0, 1), (0, 0, 2), (0, 1, 0), (0, 1, 1), (1, 0, 0), (2, 0, 0),
-    (0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 1, 0), (0, 1, 0, 0), (1, 0, 0, 0),
-    (0, 0, 0, 0, 0), (0, 0, 1, 0, 0),
-)  # fmt: skip
+    (0,),
+    (1,),
+    (2,),
+    (3,),
+    (0, 0),
+    (0, 1),
+    (0, 2),
+    (1, 0),
+    (1, 1),
+    (2, 0),
+    (3, 0),
+    (0, 0, 0),
+    (0, 0, 1),
+    (0, 0, 2),
+    (0, 1, 0),
+    (0, 1, 1),
+    (1, 0, 0),
+    (2, 0, 0),
+    (0, 0, 0, 0),
+    (0, 0, 0, 1),
+    (0, 0, 1, 0),
+    (0, 1, 0, 0),
+    (1, 0, 0, 0),
+    (0, 0, 0, 0, 0),
+    (0, 0, 1, 0, 0),
+)
 
 
 def fixed_fanout(paths: tuple[tuple[int, ...], ...]) -> dict[tuple[int, ...], int]:

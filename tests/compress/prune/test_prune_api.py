@@ -82,8 +82,13 @@ def test_configs_roundtrip_and_registry() -> None:
     from surefast.compress import method_names
     from surefast.compress.api import config_from_dict
 
-    for name, kw in [("magnitude", dict(per="row")), ("wanda", dict(nm="4:8")), ("sparsegpt", dict(blocksize=64)),
-                     ("llm-pruner", dict(ratio=0.3)), ("slicegpt", dict(ratio=0.1))]:  # fmt: skip
+    for name, kw in [
+        ("magnitude", dict(per="row")),
+        ("wanda", dict(nm="4:8")),
+        ("sparsegpt", dict(block_size=64)),
+        ("llm-pruner", dict(ratio=0.3)),
+        ("slicegpt", dict(ratio=0.1)),
+    ]:
         assert name in method_names()
         config = make_config(name, **kw)
         assert config_from_dict(config.to_dict()) == config

@@ -16,7 +16,7 @@ from surefast.compress.prune.llm_pruner import (
     plan,
     prune_attention_,
     prune_mlp_,
-)  # fmt: skip
+)
 from surefast.compress.prune.structured import block_param_count, experts_of, lowest_per_group
 from surefast.errors import SurefastError
 from surefast.models.arch import arch_facts, decoder_layers

@@ -13,7 +13,7 @@ from surefast.compress.prune.masks import (
     prune_count,
     row_mask,
     sparsity_mask,
-)  # fmt: skip
+)
 from surefast.errors import SurefastError
 
 

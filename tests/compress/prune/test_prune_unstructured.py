@@ -60,10 +60,10 @@ def test_wanda_nm_and_pure() -> None:
     assert (m.reshape(16, -1, 8).sum(-1) == 4).all() and (Wp[m] == 0).all()
 
 
-def _naive_sparsegpt(W: torch.Tensor, H: torch.Tensor, s: float, bs: int, nm=None, percdamp=0.01) -> torch.Tensor:
+def _naive_sparsegpt(W: torch.Tensor, H: torch.Tensor, s: float, bs: int, nm=None, damp=0.01) -> torch.Tensor:
     """Column-by-column OBS with explicit inverses of the remaining sub-Hessian (no Cholesky trick)."""
     W = W.clone()
-    H = H.clone() + percdamp * torch.diag(H).mean() * torch.eye(H.shape[0], dtype=H.dtype)
+    H = H.clone() + damp * torch.diag(H).mean() * torch.eye(H.shape[0], dtype=H.dtype)
     out, cols = W.shape
     mask = torch.zeros_like(W, dtype=torch.bool)
     inv = [torch.linalg.inv(H[j:, j:]) for j in range(cols)]  # inv[j][0] = row q of H_F^-1, F = {j..}
@@ -87,7 +87,7 @@ def _naive_sparsegpt(W: torch.Tensor, H: torch.Tensor, s: float, bs: int, nm=Non
 def test_sparsegpt_matches_naive_obs(bs: int) -> None:
     W, X = _layer(seed=5)
     H = _hessian(X)
-    Wp, m = sparsegpt.prune(W, H, sparsegpt.SparseGPTConfig(sparsity=0.5, blocksize=bs))
+    Wp, m = sparsegpt.prune(W, H, sparsegpt.SparseGPTConfig(sparsity=0.5, block_size=bs))
     ref = _naive_sparsegpt(W, H, 0.5, bs)
     assert torch.equal(m, ref == 0)
     torch.testing.assert_close(Wp, ref, rtol=1e-8, atol=1e-8)
@@ -97,7 +97,7 @@ def test_sparsegpt_matches_naive_obs(bs: int) -> None:
 def test_sparsegpt_nm_matches_naive() -> None:
     W, X = _layer(seed=6)
     H = _hessian(X)
-    Wp, m = sparsegpt.prune(W, H, sparsegpt.SparseGPTConfig(nm="2:4", blocksize=8))
+    Wp, m = sparsegpt.prune(W, H, sparsegpt.SparseGPTConfig(nm="2:4", block_size=8))
     ref = _naive_sparsegpt(W, H, 0.0, 8, nm=(2, 4))
     torch.testing.assert_close(Wp, ref, rtol=1e-8, atol=1e-8)
     assert (m.reshape(16, -1, 4).sum(-1) == 2).all() and (Wp[m] == 0).all()
@@ -106,7 +106,7 @@ def test_sparsegpt_nm_matches_naive() -> None:
 @pytest.mark.parametrize("s", [0.3, 0.5])
 def test_exact_sparsity_odd_blocks(s: float) -> None:
     W, X = _layer(out=7, cols=30, seed=7)
-    _, m = sparsegpt.prune(W.float(), _hessian(X).float(), sparsegpt.SparseGPTConfig(sparsity=s, blocksize=8))
+    _, m = sparsegpt.prune(W.float(), _hessian(X).float(), sparsegpt.SparseGPTConfig(sparsity=s, block_size=8))
     assert int(m.sum()) == prune_count(7 * 30, s)
 
 
@@ -129,9 +129,9 @@ def test_sparsegpt_dead_inputs_and_errors() -> None:
     assert (Wp[:, 3] == 0).all() and int(m.sum()) == W.numel() // 2
     assert Wp.dtype == W.dtype
     with pytest.raises(SurefastError):
-        sparsegpt.SparseGPTConfig(nm="2:4", blocksize=6)
+        sparsegpt.SparseGPTConfig(nm="2:4", block_size=6)
     with pytest.raises(SurefastError):
-        sparsegpt.prune(W, -torch.eye(32, dtype=W.dtype), sparsegpt.SparseGPTConfig(percdamp=0.0))
+        sparsegpt.prune(W, -torch.eye(32, dtype=W.dtype), sparsegpt.SparseGPTConfig(damp=0.0))
 
 
 def test_no_input_layer_falls_back_to_magnitude() -> None:

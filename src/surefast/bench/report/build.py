@@ -72,8 +72,10 @@ def load_rows(store: Store, run_ids: list[str]) -> tuple[list[dict[str, Any]], d
     ids = [r.run_id for r in runs]
     rel = store.query(
         "SELECT model, compression, task, strategy, score_fn, alpha, split, metric, value, resampling, protocol "
-        "FROM results WHERE list_contains($ids, run_id)", runs=ids, ids=ids,
-    )  # fmt: skip
+        "FROM results WHERE list_contains($ids, run_id)",
+        runs=ids,
+        ids=ids,
+    )
     cols = [d[0] for d in rel.description]
     rows = [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
     if not rows:
@@ -105,10 +107,18 @@ def build_report(store: Store, run_ids: list[str], out_dir: Path, title: str = "
     text = findings_mod.findings(cells, ds, dec, scale, sweeps_from_labels({k.compression for k in cells}), alpha)
     text += findings_mod.not_compared(refused)
     if len(sizes) >= 2 and not scale:
-        text.append("Scale: not analysed, as no two models here are sizes of one family (sizes would be confounded "
-                    "with everything else); add e.g. qwen2.5-coder-1.5b-instruct beside the 0.5B model.")  # fmt: skip
-    sections.insert(0, Section("Findings", "<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in text) + "</ul>",
-                               "\n".join(f"- {t}" for t in text)))  # fmt: skip
+        text.append(
+            "Scale: not analysed, as no two models here are sizes of one family (sizes would be confounded "
+            "with everything else); add e.g. qwen2.5-coder-1.5b-instruct beside the 0.5B model."
+        )
+    sections.insert(
+        0,
+        Section(
+            "Findings",
+            "<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in text) + "</ul>",
+            "\n".join(f"- {t}" for t in text),
+        ),
+    )
     intro = (
         f"Runs: {', '.join(run_ids)}. Metrics at alpha = {alpha:g}, averaged over prompt strategies, conformal "
         "scores (LAC, APS) and random calibration/test splits. Acc = accuracy, Cov = coverage, SS = mean "
@@ -189,11 +199,17 @@ def _scatter(ds: list[Any]) -> Section:
     by: dict[CellKey, dict[str, Any]] = {}
     for d in ds:
         by.setdefault(d.key, {})[d.metric] = d
-    pairs = [(k.model, k.compression, v["accuracy"], v["mean_set_size"])
-             for k, v in sorted(by.items()) if k.task != ALL_TASKS and {"accuracy", "mean_set_size"} <= set(v)]  # fmt: skip
+    pairs = [
+        (k.model, k.compression, v["accuracy"], v["mean_set_size"])
+        for k, v in sorted(by.items())
+        if k.task != ALL_TASKS and {"accuracy", "mean_set_size"} <= set(v)
+    ]
     if not pairs:
-        return Section("Accuracy vs uncertainty", "<p>No compressed cells with an uncompressed baseline.</p>",
-                       "No compressed cells with an uncompressed baseline.")  # fmt: skip
+        return Section(
+            "Accuracy vs uncertainty",
+            "<p>No compressed cells with an uncompressed baseline.</p>",
+            "No compressed cells with an uncompressed baseline.",
+        )
     png = plots.delta_scatter(pairs)
     img_html, img_md = _image("delta_scatter.png", png, "delta accuracy vs delta set size")
     return Section("Accuracy vs uncertainty", img_html, img_md, [("delta_scatter.png", png)])

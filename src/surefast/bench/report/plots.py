@@ -53,9 +53,18 @@ def delta_scatter(points: Sequence[tuple[str, str, Delta, Delta]]) -> bytes:
     colours = plt.get_cmap("tab20")
     markers = "osD^vP*X"
     for model, compression, acc, size in points:
-        ax.errorbar(100 * acc.value, size.value, xerr=[[100 * (acc.value - acc.ci_low)], [100 * (acc.ci_high - acc.value)]],
-                    yerr=[[size.value - size.ci_low], [size.ci_high - size.value]], fmt=markers[models.index(model) % 8],
-                    color=colours(compressions.index(compression) % 20), ms=5, alpha=0.75, capsize=2, elinewidth=0.8)  # fmt: skip
+        ax.errorbar(
+            100 * acc.value,
+            size.value,
+            xerr=[[100 * (acc.value - acc.ci_low)], [100 * (acc.ci_high - acc.value)]],
+            yerr=[[size.value - size.ci_low], [size.ci_high - size.value]],
+            fmt=markers[models.index(model) % 8],
+            color=colours(compressions.index(compression) % 20),
+            ms=5,
+            alpha=0.75,
+            capsize=2,
+            elinewidth=0.8,
+        )
     handles = [
         plt.Line2D([], [], color=colours(i % 20), marker="o", ls="", label=c) for i, c in enumerate(compressions)
     ]
@@ -70,15 +79,21 @@ def delta_scatter(points: Sequence[tuple[str, str, Delta, Delta]]) -> bytes:
 
 
 @_plain_text
-def sweep_plot(title: str, levels: Sequence[float], set_size: Sequence[float], accuracy: Sequence[float],
-               jump: SweepJump) -> bytes:  # fmt: skip
+def sweep_plot(
+    title: str, levels: Sequence[float], set_size: Sequence[float], accuracy: Sequence[float], jump: SweepJump
+) -> bytes:
     """Set size (left axis) and accuracy (right axis) along a sweep, the largest step marked."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     ax.plot(levels, set_size, "o-", color="tab:red", label="set size")
     ax.set_xlabel("compression level")
     ax.set_ylabel("mean set size", color="tab:red")
-    ax.axvspan(levels[list(levels).index(jump.largest_step_at) - 1], jump.largest_step_at, color="tab:red", alpha=0.12,
-               label=f"largest step (+{jump.largest_step:.2f})")  # fmt: skip
+    ax.axvspan(
+        levels[list(levels).index(jump.largest_step_at) - 1],
+        jump.largest_step_at,
+        color="tab:red",
+        alpha=0.12,
+        label=f"largest step (+{jump.largest_step:.2f})",
+    )
     if jump.changepoint is not None:
         ax.axvline(jump.changepoint, color="black", ls="--", lw=0.8, label=f"changepoint {jump.changepoint:g}")
     twin = ax.twinx()

@@ -13,6 +13,17 @@ from surefast.compress.prune.sparsegpt import SparseGPTConfig
 from surefast.compress.prune.wanda import WandaConfig
 
 __all__ = [
-    "LLMPrunerConfig", "MagnitudeConfig", "SliceGPTConfig", "SparseGPTConfig", "WandaConfig",
-    "achieved_sparsity", "layer_mask", "llm_prune_", "nm_mask", "parse_nm", "row_mask", "slice_", "sparsity_mask",
-]  # fmt: skip
+    "LLMPrunerConfig",
+    "MagnitudeConfig",
+    "SliceGPTConfig",
+    "SparseGPTConfig",
+    "WandaConfig",
+    "achieved_sparsity",
+    "layer_mask",
+    "llm_prune_",
+    "nm_mask",
+    "parse_nm",
+    "row_mask",
+    "slice_",
+    "sparsity_mask",
+]

@@ -52,10 +52,9 @@ from surefast.compress.prune.structured import (
     lowest_per_group,
     param_bytes,
     param_count,
-    text_config,
-)  # fmt: skip
+)
 from surefast.errors import SurefastError
-from surefast.models.arch import ArchFacts, arch_facts, decoder_layers, get
+from surefast.models.arch import ArchFacts, arch_facts, decoder_layers, get, text_config
 
 
 @dataclass(frozen=True)
@@ -95,8 +94,9 @@ def accumulate_gradients_(model: nn.Module, ids: torch.Tensor, facts: ArchFacts)
     """Backpropagate the causal-LM loss of ``ids [N, S]`` (one sequence at a time) into the
     ``.grad`` of the blocks' attention and MLP parameters only (embeddings need none)."""
     device = next(model.parameters()).device
-    params = [p for layer in decoder_layers(model) for path in (facts.attn, facts.mlp)
-              for p in get(layer, path).parameters()]  # fmt: skip
+    params = [
+        p for layer in decoder_layers(model) for path in (facts.attn, facts.mlp) for p in get(layer, path).parameters()
+    ]
     flags = {id(p): p.requires_grad for p in model.parameters()}
     for p in model.parameters():
         p.requires_grad_(False)
@@ -152,9 +152,18 @@ class PrunePlan:
     planned_params: int
 
 
-def plan(config: LLMPrunerConfig, n_heads: int, n_kv: int, head_dim: int, hidden: int, layers: int,
-         inter: int, mlp_units: int, block_params: int,
-         accepts: Callable[[int], bool] | None = None) -> PrunePlan:  # fmt: skip
+def plan(
+    config: LLMPrunerConfig,
+    n_heads: int,
+    n_kv: int,
+    head_dim: int,
+    hidden: int,
+    layers: int,
+    inter: int,
+    mlp_units: int,
+    block_params: int,
+    accepts: Callable[[int], bool] | None = None,
+) -> PrunePlan:
     """How many heads and channels every block loses (see the module docstring).
 
     ``mlp_units``: matrices sharing a channel index (1 for dense, E for E experts); one channel
@@ -181,8 +190,7 @@ def plan(config: LLMPrunerConfig, n_heads: int, n_kv: int, head_dim: int, hidden
 # --- surgery -----------------------------------------------------------------------------------
 
 
-def prune_attention_(attn: Any, facts: ArchFacts, keep: torch.Tensor, n_kv: int, head_dim: int,
-                     with_kv: bool) -> None:  # fmt: skip
+def prune_attention_(attn: Any, facts: ArchFacts, keep: torch.Tensor, n_kv: int, head_dim: int, with_kv: bool) -> None:
     """Keep query heads ``keep`` (sorted); with ``with_kv`` the same K/V heads too."""
     rows = head_rows(keep, head_dim)
     keep_linear_(get(attn, facts.q), rows, "out")
@@ -220,8 +228,10 @@ def llm_prune_(model: Any, ids: torch.Tensor, config: LLMPrunerConfig) -> dict[s
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
     kinds = {experts_of(get(layer, facts.mlp)) is not None for layer in layers}
     if len(kinds) > 1:
-        raise SurefastError("llm-pruner: mixed dense and mixture-of-experts blocks are not supported",
-                            "use an unstructured method (wanda, sparsegpt) for this model")  # fmt: skip
+        raise SurefastError(
+            "llm-pruner: mixed dense and mixture-of-experts blocks are not supported",
+            "use an unstructured method (wanda, sparsegpt) for this model",
+        )
     moe = kinds.pop()
     if moe:
         experts = experts_of(get(layers[0], facts.mlp))
@@ -259,11 +269,20 @@ def llm_prune_(model: Any, ids: torch.Tensor, config: LLMPrunerConfig) -> dict[s
         cfg.num_key_value_heads = new_heads
     setattr(cfg, "moe_intermediate_size" if moe else "intermediate_size", inter - p.channels)
     after_block = block_param_count(model, facts)
-    return {"params_before": before_params, "params_after": param_count(model), "bytes_before": before_bytes,
-            "bytes_after": param_bytes(model), "block_params_before": before_block, "block_params_after": after_block,
-            "removed_share": round(1 - after_block / max(1, before_block), 6), "target_params": p.target_params,
-            "heads_removed_per_group": p.heads_per_group, "channels_removed": p.channels,
-            "num_attention_heads": new_heads, "intermediate_size": inter - p.channels}  # fmt: skip
+    return {
+        "params_before": before_params,
+        "params_after": param_count(model),
+        "bytes_before": before_bytes,
+        "bytes_after": param_bytes(model),
+        "block_params_before": before_block,
+        "block_params_after": after_block,
+        "removed_share": round(1 - after_block / max(1, before_block), 6),
+        "target_params": p.target_params,
+        "heads_removed_per_group": p.heads_per_group,
+        "channels_removed": p.channels,
+        "num_attention_heads": new_heads,
+        "intermediate_size": inter - p.channels,
+    }
 
 
 @register(LLMPrunerConfig)

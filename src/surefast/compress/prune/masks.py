@@ -97,14 +97,17 @@ def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
     n, m = parse_nm((n, m))  # type: ignore[misc]
     out, cols = score.shape
     if cols % m:
-        raise SurefastError(f"N:M sparsity {n}:{m} needs the input width ({cols}) to be a multiple of {m}",
-                            "choose an M that divides every layer's input width, or use unstructured sparsity")  # fmt: skip
+        raise SurefastError(
+            f"N:M sparsity {n}:{m} needs the input width ({cols}) to be a multiple of {m}",
+            "choose an M that divides every layer's input width, or use unstructured sparsity",
+        )
     groups = score.reshape(out, cols // m, m)  # [out, G, M]
     return lowest_k(groups, m - n).reshape(out, cols)
 
 
-def sparsity_mask(score: torch.Tensor, sparsity: float = 0.5, nm: tuple[int, int] | None = None,
-                  per: str = "row") -> torch.Tensor:  # fmt: skip
+def sparsity_mask(
+    score: torch.Tensor, sparsity: float = 0.5, nm: tuple[int, int] | None = None, per: str = "row"
+) -> torch.Tensor:
     """One entry point: N:M when ``nm`` is given, else unstructured per ``"row"`` or ``"layer"``."""
     if nm is not None:
         return nm_mask(score, *nm)

@@ -41,8 +41,14 @@ class PruneMethod(Method):
 
     def finalize_model(self, model: nn.Module, ctx: Any) -> dict[str, Any]:
         zeros, total = self._pruned
-        stats = {"params_before": self._before["params"], "params_after": param_count(model),
-                 "bytes_before": self._before["bytes"], "bytes_after": param_bytes(model),
-                 "zeros_before": self._before["zeros"], "zeros_after": _zeros(model),
-                 "pruned_layers_sparsity": round(zeros / max(1, total), 6), "pruned_layers_params": total}  # fmt: skip
+        stats = {
+            "params_before": self._before["params"],
+            "params_after": param_count(model),
+            "bytes_before": self._before["bytes"],
+            "bytes_after": param_bytes(model),
+            "zeros_before": self._before["zeros"],
+            "zeros_after": _zeros(model),
+            "pruned_layers_sparsity": round(zeros / max(1, total), 6),
+            "pruned_layers_params": total,
+        }
         return {"stats": stats}

@@ -49,10 +49,9 @@ from surefast.compress.prune.structured import (
     param_bytes,
     param_count,
     set_linear_weight_,
-    text_config,
-)  # fmt: skip
+)
 from surefast.errors import SurefastError
-from surefast.models.arch import ArchFacts, arch_facts, decoder_layers, get
+from surefast.models.arch import ArchFacts, arch_facts, decoder_body, decoder_layers, final_norm, get, text_config
 
 BATCH = 4
 
@@ -88,9 +87,12 @@ def new_dim(hidden: int, ratio: float, multiple_of: int = 1, accepts: Callable[[
 
 def check_sliceable(facts: ArchFacts) -> None:
     if facts.post_norms or facts.embed_scale:
-        raise SurefastError(f"slicegpt cannot slice {facts.model_type}: its norms on sub-layer outputs "
-                            f"({', '.join(facts.post_norms) or 'scaled embeddings'}) do not commute with a rotation "
-                            "of the residual stream", "use llm-pruner or an unstructured method for this model")  # fmt: skip
+        raise SurefastError(
+            f"slicegpt cannot slice {facts.model_type}: its norms on sub-layer outputs "
+            f"({', '.join(facts.post_norms) or 'scaled embeddings'}) do not commute with a rotation "
+            "of the residual stream",
+            "use llm-pruner or an unstructured method for this model",
+        )
 
 
 def principal_directions(cov: torch.Tensor) -> torch.Tensor:
@@ -104,7 +106,7 @@ def residual_covariance(model: Any, ids: torch.Tensor, facts: ArchFacts) -> torc
     (the inputs of each block's two norms and the final norm), with ``x_t`` RMS-normalised. fp64 ``[D, D]``."""
     layers = decoder_layers(model)
     norms = [get(layer, name) for layer in layers for name in (facts.attn_norm, facts.mlp_norm)]
-    norms.append(get(model, f"{_decoder_path(model, layers)}{facts.final_norm}"))
+    norms.append(final_norm(model))
     hidden = text_config(model).hidden_size
     cov = torch.zeros(hidden, hidden, dtype=torch.float64)
 
@@ -123,14 +125,6 @@ def residual_covariance(model: Any, ids: torch.Tensor, facts: ArchFacts) -> torc
         for h in handles:
             h.remove()
     return cov
-
-
-def _decoder_path(model: nn.Module, layers: nn.ModuleList) -> str:
-    """Qualified prefix of the module that owns the decoder blocks and the final norm ("model.")."""
-    for name, module in model.named_modules():
-        if getattr(module, "layers", None) is layers:
-            return f"{name}." if name else ""
-    raise SurefastError("slicegpt: cannot find the decoder that owns the blocks")
 
 
 def _gain(norm: Any, facts: ArchFacts) -> torch.Tensor:
@@ -165,10 +159,11 @@ def rotate_and_slice_(model: Any, Q: torch.Tensor) -> None:
     Q = Q.double()
     scale = (hidden / dim) ** 0.5
     layers = decoder_layers(model)
-    decoder = get(model, _decoder_path(model, layers).rstrip(".")) if _decoder_path(model, layers) else model
+    decoder = decoder_body(model)
     emb = model.get_input_embeddings()
-    emb.weight = nn.Parameter((emb.weight.detach().double() @ Q.to(emb.weight.device)).to(emb.weight.dtype),
-                              requires_grad=False)  # fmt: skip
+    emb.weight = nn.Parameter(
+        (emb.weight.detach().double() @ Q.to(emb.weight.device)).to(emb.weight.dtype), requires_grad=False
+    )
     emb.embedding_dim = dim
     for layer in layers:
         attn, mlp = get(layer, facts.attn), get(layer, facts.mlp)
@@ -181,8 +176,9 @@ def rotate_and_slice_(model: Any, Q: torch.Tensor) -> None:
         experts = experts_of(mlp)
         if experts is not None:
             router = get(mlp, "gate")
-            router.weight = nn.Parameter(((router.weight.detach().double() * g) @ Q).to(router.weight.dtype),
-                                         requires_grad=False)  # fmt: skip
+            router.weight = nn.Parameter(
+                ((router.weight.detach().double() * g) @ Q).to(router.weight.dtype), requires_grad=False
+            )
             gu, down = experts.gate_up_proj.detach(), experts.down_proj.detach()  # [E, 2I, D], [E, D, I]
             experts.gate_up_proj = nn.Parameter(((gu.double() * g) @ Q).to(gu.dtype), requires_grad=False)
             experts.down_proj = nn.Parameter((Q.T @ down.double()).to(down.dtype).contiguous(), requires_grad=False)
@@ -229,9 +225,15 @@ def slice_(model: Any, ids: torch.Tensor, config: SliceGPTConfig) -> dict[str, A
     vals = torch.linalg.eigvalsh(cov).flip(0).clamp_min(0)
     with torch.no_grad():
         rotate_and_slice_(model, vecs[:, :dim])
-    return {"hidden_before": hidden, "hidden_after": dim, "params_before": before, "params_after": param_count(model),
-            "bytes_before": before_bytes, "bytes_after": param_bytes(model),
-            "kept_variance": round(float(vals[:dim].sum() / vals.sum().clamp_min(1e-30)), 6)}  # fmt: skip
+    return {
+        "hidden_before": hidden,
+        "hidden_after": dim,
+        "params_before": before,
+        "params_after": param_count(model),
+        "bytes_before": before_bytes,
+        "bytes_after": param_bytes(model),
+        "kept_variance": round(float(vals[:dim].sum() / vals.sum().clamp_min(1e-30)), 6),
+    }
 
 
 @register(SliceGPTConfig)

@@ -8,13 +8,13 @@ of that row by the Optimal Brain Surgeon update (paper eq. 3, Hassibi & Stork 19
 share the column order, so the rows of every ``H_F^-1`` are the rows of the upper Cholesky factor
 ``U`` of ``H^-1`` (``H^-1 = U^T U``), scaled by ``1 / U_qq``; updates are applied lazily in blocks
 (Algorithm 1). Mask selection is adaptive (section 3.3): at the start of each block of
-``blocksize`` columns, the weights with the lowest OBS saliency ``w^2 / U_qq^2`` (paper eq. 2,
+``block_size`` columns, the weights with the lowest OBS saliency ``w^2 / U_qq^2`` (paper eq. 2,
 evaluated on the already-updated weights) are pruned; for N:M the choice is made per row on each
 group of ``M`` columns when the sweep reaches it.
 
 Our choices where the paper is silent or loose:
 
-- Dampening ``H += percdamp * mean(diag H) * I`` (reference code, default 0.01); inputs that
+- Dampening ``H += damp * mean(diag H) * I`` (reference code, default 0.01); inputs that
   never fire (``H_jj = 0``) get ``H_jj = 1`` and their weights are zeroed (they cannot matter).
   A layer that saw no input at all (an MoE expert no calibration token was routed to) uses
   ``H = I`` instead of being zeroed: its mask is then a magnitude mask.
@@ -43,34 +43,36 @@ from surefast.errors import SurefastError
 
 @dataclass(frozen=True)
 class SparseGPTConfig(CompressionConfig):
-    """``sparsity`` (ignored when ``nm`` is set), ``nm`` e.g. ``"2:4"``, ``blocksize`` (lazy
-    update block, a multiple of M for N:M), ``percdamp`` (dampening, share of mean diag H)."""
+    """``sparsity`` (ignored when ``nm`` is set), ``nm`` e.g. ``"2:4"``, ``block_size`` (lazy
+    update block, a multiple of M for N:M), ``damp`` (dampening, share of mean diag H)."""
 
     method: ClassVar[str] = "sparsegpt"
     sparsity: float = 0.5
     nm: str | None = None
-    blocksize: int = 128
-    percdamp: float = 0.01
+    block_size: int = 128
+    damp: float = 0.01
 
     def __post_init__(self) -> None:
         check_sparsity(self.sparsity)
         nm = parse_nm(self.nm)
         # numbers first: "x" < 1 would be a TypeError, not a one-line SurefastError
-        if not isinstance(self.blocksize, numbers.Real) or self.blocksize < 1 or (nm and self.blocksize % nm[1]):
-            raise SurefastError(f"SparseGPT blocksize {self.blocksize} must be a positive multiple of M",
-                                "use the default blocksize 128")  # fmt: skip
-        if not isinstance(self.percdamp, numbers.Real) or self.percdamp < 0:
-            raise SurefastError(f"percdamp must be >= 0, got {self.percdamp}", "the default is 0.01")
+        if not isinstance(self.block_size, numbers.Real) or self.block_size < 1 or (nm and self.block_size % nm[1]):
+            raise SurefastError(
+                f"SparseGPT block_size {self.block_size} must be a positive multiple of M",
+                "use the default block_size 128",
+            )
+        if not isinstance(self.damp, numbers.Real) or self.damp < 0:
+            raise SurefastError(f"damp must be >= 0, got {self.damp}", "the default is 0.01")
 
 
-def damped_hessian(hessian: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(H + percdamp * mean(diag H) * I with dead inputs set to 1, dead mask [in])``."""
+def damped_hessian(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(H + damp * mean(diag H) * I with dead inputs set to 1, dead mask [in])``."""
     H = hessian.detach().clone()
     if not bool((torch.diag(H) != 0).any()):  # no input at all (an unrouted MoE expert): magnitude-like OBS
         H = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
     dead = torch.diag(H) == 0  # [in]
     H[dead, dead] = 1
-    H.diagonal().add_(percdamp * torch.diag(H).mean())
+    H.diagonal().add_(damp * torch.diag(H).mean())
     return H, dead
 
 
@@ -81,17 +83,19 @@ def prune(weight: torch.Tensor, hessian: torch.Tensor, config: SparseGPTConfig) 
     """
     dt = torch.float64 if weight.dtype == torch.float64 else torch.float32
     W = weight.detach().clone().to(dt)  # [out, in]
-    H, dead = damped_hessian(hessian.to(dt), config.percdamp)
+    H, dead = damped_hessian(hessian.to(dt), config.damp)
     W[:, dead] = 0
     U = inverse_upper_cholesky(H)  # [in, in]
     if U is None:
-        raise SurefastError("SparseGPT: the layer Hessian is not positive definite even after dampening",
-                            "raise percdamp (e.g. 0.1) or use more calibration samples")  # fmt: skip
+        raise SurefastError(
+            "SparseGPT: the layer Hessian is not positive definite even after dampening",
+            "raise damp (e.g. 0.1) or use more calibration samples",
+        )
     nm = parse_nm(config.nm)
     out, cols = W.shape
     if nm is not None and cols % nm[1]:
         nm_mask(W[:1], *nm)  # raises the shared, explained error
-    bs = config.blocksize
+    bs = config.block_size
     prune_mask = torch.zeros_like(W, dtype=torch.bool)
     for i1 in range(0, cols, bs):
         i2 = min(i1 + bs, cols)

@@ -79,11 +79,6 @@ def ensure_fused_experts_(model: nn.Module) -> None:
     fuse_experts_(model)
 
 
-def text_config(model: Any) -> Any:
-    config = model.config
-    return getattr(config, "text_config", None) or config
-
-
 def block_param_count(model: nn.Module, facts: ArchFacts) -> int:
     """Parameters of the prunable projections (attention q/k/v/o and MLP or experts) of all blocks."""
     total = 0

@@ -79,8 +79,11 @@ class AWQ(Method):
             if st is None or st.inputs is None:
                 continue
             # search only over linears that will be quantized; all consumers are rescaled
-            chosen = [c.weight.detach() for c, n in zip(group.consumers, group.names, strict=True)
-                      if block.qualified(n) in block.linears]  # fmt: skip
+            chosen = [
+                c.weight.detach()
+                for c, n in zip(group.consumers, group.names, strict=True)
+                if block.qualified(n) in block.linears
+            ]
             if not chosen:
                 continue
             s, alpha = awq_search(chosen, st.inputs, cfg)

@@ -49,8 +49,9 @@ def qparams(w: torch.Tensor, bits: int, symmetric: bool, clip: float = 1.0) -> t
     return scale, torch.round(-lo / scale)
 
 
-def search_qparams(w: torch.Tensor, bits: int, symmetric: bool, grid: int = 100, max_shrink: float = 0.8,
-                   norm: float = 2.4) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def search_qparams(
+    w: torch.Tensor, bits: int, symmetric: bool, grid: int = 100, max_shrink: float = 0.8, norm: float = 2.4
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped scale and zero of ``w [..., g]`` (``[..., 1]`` each) minimising ``sum |w - Q(w)|^norm``.
 
     Tries the ranges ``clip * [min, max]`` for ``clip = 1, 1 - 1/grid, ..., 1 - max_shrink`` and keeps,
@@ -90,8 +91,9 @@ def _groups(w: torch.Tensor, group_size: int) -> torch.Tensor:
     return w.reshape(out, (cols + pad) // g, g)  # [out, n_groups, g]
 
 
-def group_qparams(w: torch.Tensor, bits: int, symmetric: bool, clip_search: bool = False
-                  ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def group_qparams(
+    w: torch.Tensor, bits: int, symmetric: bool, clip_search: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero of ``w [..., g]``: the full range, or the searched clip (:func:`search_qparams`)."""
     return search_qparams(w, bits, symmetric) if clip_search else qparams(w, bits, symmetric)
 
@@ -103,8 +105,9 @@ def weight_qparams(
     return group_qparams(_groups(w.float(), group_size), bits, symmetric, clip_search)
 
 
-def fake_quant_weight(w: torch.Tensor, bits: int, group_size: int = 128, symmetric: bool = True,
-                      clip_search: bool = False) -> torch.Tensor:  # fmt: skip
+def fake_quant_weight(
+    w: torch.Tensor, bits: int, group_size: int = 128, symmetric: bool = True, clip_search: bool = False
+) -> torch.Tensor:
     """Round-to-nearest group quantization of ``w [out, in]``, de-quantized (fp32)."""
     g = _groups(w.float(), group_size)  # [out, n_groups, g]
     scale, zero = group_qparams(g, bits, symmetric, clip_search)

@@ -18,10 +18,8 @@ a ``g_idx``; fake quantization does not care). With ``clip_search`` each group's
 the clipped one that minimises its own rounding error (:func:`~.fake.search_qparams`).
 
 Defaults: act-order (static groups) and the clip search are on. Both are in the reference code
-but off there by default. Perplexity / dense at W4 g128 (``benchmarks/quant_quality.py``, presets
-``gptq-w4a16*``; 32 x 256 calibration tokens, bf16), neither / search / act-order / both:
-SmolLM2-135M 1.28 / 1.25 / 1.15 / 1.10, Qwen2.5-Coder-0.5B 1.085 / 1.074 / 1.094 / 1.084. Both
-together are best or near best on each model; they cost about 40% more time.
+but off there by default; together they were best or near best on every model we measured, at
+some extra time (docs/compress.md, "GPTQ's defaults").
 """
 
 from __future__ import annotations
@@ -85,8 +83,10 @@ def gptq_quantize(
         H.diagonal().add_(0.1 * torch.mean(torch.diag(H)))
         Hinv = inverse_upper_cholesky(H)
         if Hinv is None:
-            raise SurefastError("GPTQ: a layer Hessian is not positive definite even after dampening",
-                                "raise damp (e.g. 0.1) or use more calibration samples")  # fmt: skip
+            raise SurefastError(
+                "GPTQ: a layer Hessian is not positive definite even after dampening",
+                "raise damp (e.g. 0.1) or use more calibration samples",
+            )
     with one_thread_on_cpu(W.device):
         Q, loss = _columns(W, Hinv, config, static, perm)
     if perm is not None:
@@ -94,8 +94,9 @@ def gptq_quantize(
     return Q, {"gptq_loss": float(loss.sum())}
 
 
-def _columns(W: torch.Tensor, Hinv: torch.Tensor, config: GPTQConfig, static: Any, perm: torch.Tensor | None
-             ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _columns(
+    W: torch.Tensor, Hinv: torch.Tensor, config: GPTQConfig, static: Any, perm: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The column sweep: ``(Q(W) [out, in], per-row loss [out])``; ``W`` is updated in place."""
     n_out, n_in = W.shape
     bits, sym = config.bits, config.symmetric

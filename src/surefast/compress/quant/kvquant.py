@@ -24,8 +24,14 @@ NAME = "surefast_kv"
 BITS_ATTR = "_surefast_kv_bits"
 
 
-def kv_quant_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                       attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:  # fmt: skip
+def kv_quant_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, Any]:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     bits = getattr(module, BITS_ATTR, 16)
@@ -53,6 +59,13 @@ def install_kv_quant_(model: Any, bits: int) -> None:
     arch = arch_facts(model)
     for block in decoder_layers(model):
         setattr(get(block, arch.attn), BITS_ATTR, int(bits))
-    for cfg in {id(c): c for c in (model.config, getattr(model.config, "text_config", None), *(
-            getattr(m, "config", None) for m in model.modules())) if c is not None}.values():  # fmt: skip
+    for cfg in {
+        id(c): c
+        for c in (
+            model.config,
+            getattr(model.config, "text_config", None),
+            *(getattr(m, "config", None) for m in model.modules()),
+        )
+        if c is not None
+    }.values():
         cfg._attn_implementation = NAME

@@ -4,7 +4,7 @@ A *scale group* is a producer (an RMSNorm, or a linear whose output rows feed th
 and the consumers that read its output. Dividing the producer's output channel ``j`` by ``s_j``
 and multiplying every consumer's input column ``j`` by ``s_j`` leaves the block's function
 unchanged (``W diag(s) diag(s)^-1 x = W x``); AWQ and SmoothQuant choose ``s`` to make
-quantization easier. Groups (from the architecture table, :mod:`surefast.compress.arch`):
+quantization easier. Groups (from the architecture table, :mod:`surefast.models.arch`):
 
 * attention norm -> q, k, v;
 * MLP norm -> gate, up (MoE: the router and every expert's fused gate_up);
@@ -50,9 +50,15 @@ def mlp_consumers(block: nn.Module, arch: ArchFacts) -> tuple[list[Any], list[st
 def scale_groups(block: nn.Module, arch: ArchFacts, inner: bool = True) -> list[ScaleGroup]:
     """The scale groups of one block; ``inner=False`` keeps only the two norm groups."""
     attn = f"{arch.attn}."
-    groups = [ScaleGroup(get(block, arch.attn_norm), "norm",
-                         [get(block, attn + p) for p in (arch.q, arch.k, arch.v)],
-                         [attn + p for p in (arch.q, arch.k, arch.v)], arch.attn_norm)]  # fmt: skip
+    groups = [
+        ScaleGroup(
+            get(block, arch.attn_norm),
+            "norm",
+            [get(block, attn + p) for p in (arch.q, arch.k, arch.v)],
+            [attn + p for p in (arch.q, arch.k, arch.v)],
+            arch.attn_norm,
+        )
+    ]
     mods, names = mlp_consumers(block, arch)
     groups.append(ScaleGroup(get(block, arch.mlp_norm), "norm", mods, names, arch.mlp_norm))
     if inner:

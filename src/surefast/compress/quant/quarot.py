@@ -41,7 +41,7 @@ from surefast.compress.quant.rotation import (
     rotate_heads_,
     rotate_residual_,
     rotates_residual,
-)  # fmt: skip
+)
 from surefast.compress.quant.rtn import RTNConfig, rtn_quantize
 from surefast.models.arch import decoder_layers, get
 
@@ -80,8 +80,9 @@ def norm_keep(config: Any, arch: Any) -> float:
     return 0.0 if rotates_residual(arch) else float(config.norm_keep)
 
 
-def rotate_model_(model: torch.nn.Module, arch: Any, r1: torch.Tensor, r2: Any, *, keep: float = 0.0,
-                  fuse: bool = True) -> list[str]:  # fmt: skip
+def rotate_model_(
+    model: torch.nn.Module, arch: Any, r1: torch.Tensor, r2: Any, *, keep: float = 0.0, fuse: bool = True
+) -> list[str]:
     """Stages 1a-1d with residual rotation ``r1 [H, H]`` and head rotation ``r2 [hd, hd]``
     (one for all layers, a list with one per layer, or None); returns the norms rotated online.
     ``keep``: see :func:`norm_keep`; ``fuse=False``: norms already fused."""
@@ -100,11 +101,18 @@ def rotate_model_(model: torch.nn.Module, arch: Any, r1: torch.Tensor, r2: Any, 
 def weight_quantize(weight: torch.Tensor, stats: Any, config: Any) -> torch.Tensor:
     """RTN or GPTQ of one rotated weight, per the config (shared with SpinQuant)."""
     if config.weight_method == "gptq" and stats is not None and stats.n_rows > 0:  # else RTN (unrouted expert)
-        gcfg = GPTQConfig(bits=config.bits, group_size=config.group_size, symmetric=config.symmetric, damp=config.damp,
-                          act_order=False, clip_search=config.clip_search)  # fmt: skip
+        gcfg = GPTQConfig(
+            bits=config.bits,
+            group_size=config.group_size,
+            symmetric=config.symmetric,
+            damp=config.damp,
+            act_order=False,
+            clip_search=config.clip_search,
+        )
         return gptq_quantize(weight, stats.hessian, gcfg)[0]
-    rcfg = RTNConfig(bits=config.bits, group_size=config.group_size, symmetric=config.symmetric,
-                     clip_search=config.clip_search)  # fmt: skip
+    rcfg = RTNConfig(
+        bits=config.bits, group_size=config.group_size, symmetric=config.symmetric, clip_search=config.clip_search
+    )
     return rtn_quantize(weight, rcfg)
 
 

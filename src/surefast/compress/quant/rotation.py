@@ -16,12 +16,10 @@ output is rotated online instead (``y Q``, a ``d x d`` product per token, as man
 norms would otherwise need; exact, and recorded for reloading); the readers get ``W Q``. Such a
 norm need not be fused, and by default it is not: ``fuse_norms_(keep=a)`` leaves ``|s|^a`` in
 the norm and folds ``s / |s|^a`` into the readers (QuaRot's ``norm_keep``, default 1). Folding
-everything (``a = 0``, what a rotated residual stream requires) broke Gemma-3-270M, whose
-pre-norm scales reach 234 (``benchmarks/norm_scales.py``): each rotated weight row then mixes
-columns whose scales differ by three orders of magnitude, and rounding keeps only the large
-ones. Perplexity / dense for ``a`` = 0, 0.5, 1 (``benchmarks/method_matrix.py``, cells
-``quarot-*-keep0``, ``-keep0.5`` and the default ``quarot-*``): rotation alone in bf16 1.15,
-1.00, 1.00; RTN W8A16 5.1, 0.98, 1.02; RTN W4A4 2.5e9, 124, 9.15 (plain RTN W4A4: 777).
+everything (``a = 0``, what a rotated residual stream requires) breaks a model whose pre-norm
+scales span orders of magnitude (Gemma-3-270M's reach into the hundreds): each rotated weight
+row then mixes columns of very different scales, and rounding keeps only the large ones. The
+measurements behind the default are in docs/compress.md ("Gemma-3-270M and rotations").
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ from torch import nn
 
 from surefast.compress.arch import UnfusedExperts
 from surefast.compress.quant.mappings import scale_groups
-from surefast.models.arch import ArchFacts, decoder_layers, decoder_prefix, get
+from surefast.models.arch import ArchFacts, decoder_layers, decoder_prefix, final_norm, get
 
 NORM_HOOK_ATTR = "_surefast_norm_rotation"
 
@@ -49,11 +47,6 @@ def untie_lm_head_(model: Any) -> None:
     for cfg in (model.config, getattr(model.config, "text_config", None)):
         if cfg is not None and hasattr(cfg, "tie_word_embeddings"):
             cfg.tie_word_embeddings = False
-
-
-def final_norm(model: Any, arch: ArchFacts) -> Any:
-    parent = decoder_prefix(model).rsplit(".", 1)[0]
-    return get(model, f"{parent}.{arch.final_norm}" if parent else arch.final_norm)
 
 
 def _fold_norm_(norm: Any, consumers: list[Any], offset: float, keep: float = 0.0) -> None:
@@ -77,7 +70,7 @@ def fuse_norms_(model: Any, arch: ArchFacts, keep: float = 0.0) -> None:
         for group in scale_groups(block, arch, inner=False):
             _fold_norm_(group.producer, group.consumers, arch.norm_offset, keep)
     if rotates_residual(arch):
-        _fold_norm_(final_norm(model, arch), [model.get_output_embeddings()], arch.norm_offset)
+        _fold_norm_(final_norm(model), [model.get_output_embeddings()], arch.norm_offset)
 
 
 def prepare_for_rotation_(model: Any, arch: ArchFacts, keep: float) -> None:
@@ -140,7 +133,7 @@ def rotate_residual_(model: Any, arch: ArchFacts, q: torch.Tensor) -> list[str]:
 
 
 def head_dim(block: Any, arch: ArchFacts, config: Any) -> int:
-    text = getattr(config, "text_config", None) or config
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     hd = getattr(text, "head_dim", None)
     return int(hd or text.hidden_size // text.num_attention_heads)
 

@@ -18,15 +18,10 @@ as in QuaRot and the weights quantized with GPTQ or RTN.
 
 Learning rate: Adam moves every entry of ``X`` by about ``lr`` per step whatever its gradient,
 and ``R`` changes by about ``2 lr sqrt(H)`` in operator norm, so the rate must shrink with the
-width. On SmolLM2-135M (H = 576, 20 steps on 8 x 128 calibration tokens, W4A4 activations,
-mean loss over the 8 training windows / 8 held-out windows; 3.690 / 3.914 at the Hadamard
-start) lr 1e-3 made both worse (3.870 / 4.081), 3e-4 worsened the objective and barely moved
-the held-out loss (3.720 / 3.902), and 1e-4 improved both (3.642 / 3.879); 40 steps at 1e-4
-were no better (3.685 / 3.896). Default: 1e-4.
-
-Budget on a 2-core CPU (bf16): SmolLM2-135M, 20 steps of 1 x 256 tokens, about a minute;
-Qwen2.5-0.5B about 4x that; models of several billion parameters need a GPU (the paper uses
-800 samples x 2048 tokens and 100 steps on 8 A100s).
+width; the default 1e-4 is the largest rate that improved both the objective and a held-out
+loss on SmolLM2 (docs/compress.md, "SpinQuant's learning rate", with the command). The paper
+uses 800 samples x 2048 tokens and 100 steps on 8 A100s; on a CPU only small models are
+practical (docs/compress.md, "CPU notes").
 """
 
 from __future__ import annotations
@@ -116,8 +111,9 @@ class _Rotated:
             h.remove()
 
 
-def learn_rotations(model: Any, arch: Any, ids: torch.Tensor, config: SpinQuantConfig,
-                    progress: Any = None) -> tuple[torch.Tensor, torch.Tensor, list[float]]:  # fmt: skip
+def learn_rotations(
+    model: Any, arch: Any, ids: torch.Tensor, config: SpinQuantConfig, progress: Any = None
+) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
     """Pure core (given a norm-fused model): learned ``R1 [H, H]``, ``R2 [L, hd, hd]`` and the loss curve."""
     layers = decoder_layers(model)
     hidden = model.get_input_embeddings().weight.shape[1]
@@ -146,9 +142,11 @@ def learn_rotations(model: Any, arch: Any, ids: torch.Tensor, config: SpinQuantC
                 torch.isfinite(loss) and all(x.grad is not None and bool(x.grad.isfinite().all()) for x in (x1, x2))
             ):
                 what = "loss" if not torch.isfinite(loss) else "gradient"
-                raise SurefastError(f"SpinQuant: the {what} is not finite at step {step + 1}",
-                                    "the activation-quantized model overflows; try a lower lr or more act_bits, "
-                                    "or use quarot, awq, gptq or smoothquant for this model")  # fmt: skip
+                raise SurefastError(
+                    f"SpinQuant: the {what} is not finite at step {step + 1}",
+                    "the activation-quantized model overflows; try a lower lr or more act_bits, "
+                    "or use quarot, awq, gptq or smoothquant for this model",
+                )
             opt.step()
             opt.zero_grad()
             losses.append(round(loss.item(), 5))

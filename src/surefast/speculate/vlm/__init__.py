@@ -21,7 +21,22 @@ from surefast.speculate.vlm.mrope import MRopeConfig, mrope_positions
 from surefast.speculate.vlm.prune import PruneConfig, PruneReport, select_kept
 
 __all__ = [
-    "VLM_ARCHITECTURES", "LlavaOnevisionLM", "MRopeConfig", "PruneConfig", "PruneReport", "Qwen25VLM", "VLMSpecOutput",
-    "VisionLM", "VisualInputs", "load_processor", "mrope_positions", "prepare_inputs", "select_kept", "vision_lm", "vlm_decoder",
-    "vlm_methods", "vlm_speculative_generate", "vlm_target_generate",
-]  # fmt: skip
+    "VLM_ARCHITECTURES",
+    "LlavaOnevisionLM",
+    "MRopeConfig",
+    "PruneConfig",
+    "PruneReport",
+    "Qwen25VLM",
+    "VLMSpecOutput",
+    "VisionLM",
+    "VisualInputs",
+    "load_processor",
+    "mrope_positions",
+    "prepare_inputs",
+    "select_kept",
+    "vision_lm",
+    "vlm_decoder",
+    "vlm_methods",
+    "vlm_speculative_generate",
+    "vlm_target_generate",
+]

@@ -61,8 +61,13 @@ class VisionLM(HFCausalLM):
             raise SurefastError("a VLM prompt must be prefilled into an empty cache")
         if not torch.equal(ids.cpu(), self.inputs.input_ids.cpu()):
             raise SurefastError("the prompt differs from the bound visual inputs' input_ids")
-        out = self.model(input_ids=ids.to(self.device), past_key_values=cache.hf, use_cache=True, logits_to_keep=1,
-                         **self._prefill_kwargs())  # fmt: skip
+        out = self.model(
+            input_ids=ids.to(self.device),
+            past_key_values=cache.hf,
+            use_cache=True,
+            logits_to_keep=1,
+            **self._prefill_kwargs(),
+        )
         cache.append_positions(torch.arange(ids.shape[1]))
         logits = out.logits[0, -1]  # [V]
         self.last_prune = None
@@ -88,9 +93,12 @@ class Qwen25VLM(VisionLM):
         super().bind(inputs)
         v = inputs.vision
         self.prompt_positions, self.rope_delta = mrope_positions(
-            inputs.input_ids.cpu(), self.mrope, v.get("image_grid_thw"), v.get("video_grid_thw"),
+            inputs.input_ids.cpu(),
+            self.mrope,
+            v.get("image_grid_thw"),
+            v.get("video_grid_thw"),
             v.get("second_per_grid_ts"),
-        )  # fmt: skip
+        )
         return self
 
     def position_ids(self, positions: torch.Tensor) -> torch.Tensor:

@@ -54,26 +54,32 @@ class VLMDatasetSpec:
 
 
 DATASETS: dict[str, VLMDatasetSpec] = {
-    "textvqa": VLMDatasetSpec("lmms-lab/textvqa", "validation", "image",
-                              "\nAnswer the question using a single word or phrase."),
+    "textvqa": VLMDatasetSpec(
+        "lmms-lab/textvqa", "validation", "image", "\nAnswer the question using a single word or phrase."
+    ),
     "gqa": VLMDatasetSpec("lmms-lab/GQA", "testdev", "image", "\nAnswer the question using a single word or phrase."),
     "chartqa": VLMDatasetSpec("lmms-lab/ChartQA", "test", "image", "\nAnswer the question with a single word."),
-    "seedbench": VLMDatasetSpec("lmms-lab/SEED-Bench", "test", "image",
-                                "\nAnswer with the option's letter from the given choices directly."),
-    "mvbench": VLMDatasetSpec("OpenGVLab/MVBench", "test", "video",
-                              "\nAnswer with the option's letter from the given choices directly."),
+    "seedbench": VLMDatasetSpec(
+        "lmms-lab/SEED-Bench", "test", "image", "\nAnswer with the option's letter from the given choices directly."
+    ),
+    "mvbench": VLMDatasetSpec(
+        "OpenGVLab/MVBench", "test", "video", "\nAnswer with the option's letter from the given choices directly."
+    ),
     "videodetailcaption": VLMDatasetSpec("lmms-lab/VideoDetailCaption", "test", "video", ""),
-}  # fmt: skip
+}
 
 
 def _fetch_hint(name: str) -> str:
     spec = DATASETS[name]
-    return (f"download it with `huggingface-cli download {spec.hub_id} --repo-type dataset --local-dir DIR` and pass "
-            f"DIR, or pass hub=True with network access and `pip install 'surefast[hub]'`")  # fmt: skip
+    return (
+        f"download it with `huggingface-cli download {spec.hub_id} --repo-type dataset --local-dir DIR` and pass "
+        f"DIR, or pass hub=True with network access and `pip install 'surefast[hub]'`"
+    )
 
 
-def load_vlm_dataset(name: str, source: str | Path | None = None, *, limit: int | None = None,
-                     video_dir: str | Path | None = None) -> list[VLMItem]:  # fmt: skip
+def load_vlm_dataset(
+    name: str, source: str | Path | None = None, *, limit: int | None = None, video_dir: str | Path | None = None
+) -> list[VLMItem]:
     """Items of benchmark ``name`` from a local folder ``source``, or from the hub when ``source`` is None.
 
     ``limit``: the first ``limit`` items. ``video_dir``: where the videos of a hub split live
@@ -85,8 +91,10 @@ def load_vlm_dataset(name: str, source: str | Path | None = None, *, limit: int 
         import difflib
 
         close = difflib.get_close_matches(key, DATASETS, n=1)
-        raise SurefastError(f"unknown VLM benchmark {name!r}",
-                            f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(DATASETS)}")  # fmt: skip
+        raise SurefastError(
+            f"unknown VLM benchmark {name!r}",
+            f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(DATASETS)}",
+        )
     if source is not None:
         folder = Path(source).expanduser()
         if not folder.is_dir():
@@ -111,8 +119,11 @@ def _open_image(path: Path) -> Any:
 def _from_folder(name: str, folder: Path) -> list[VLMItem]:
     items_file = folder / "items.jsonl"
     if items_file.is_file():
-        return [_item_from_json(json.loads(line), folder, i, name)
-                for i, line in enumerate(items_file.read_text().splitlines()) if line.strip()]  # fmt: skip
+        return [
+            _item_from_json(json.loads(line), folder, i, name)
+            for i, line in enumerate(items_file.read_text().splitlines())
+            if line.strip()
+        ]
     if name == "mvbench" and (folder / "json").is_dir():
         return _mvbench_folder(folder)
     raise SurefastError(f"no items.jsonl in {folder} (and no hub snapshot layout for {name})", _fetch_hint(name))
@@ -127,8 +138,13 @@ def _item_from_json(row: dict[str, Any], folder: Path, index: int, name: str) ->
         raise SurefastError(f"line {index + 1} of {folder / 'items.jsonl'} has neither 'image(s)' nor 'video'")
     if video is not None and not video.exists():
         raise SurefastError(f"video {video} not found")
-    return VLMItem(str(row.get("id", index)), row["question"] + DATASETS[name].prompt,
-                   [_open_image(folder / p) for p in paths], video, str(row.get("answer", "")))  # fmt: skip
+    return VLMItem(
+        str(row.get("id", index)),
+        row["question"] + DATASETS[name].prompt,
+        [_open_image(folder / p) for p in paths],
+        video,
+        str(row.get("answer", "")),
+    )
 
 
 def _choices(question: str, options: list[str]) -> str:
@@ -145,9 +161,15 @@ def _mvbench_folder(folder: Path) -> list[VLMItem]:
             matches = list((folder / "video").rglob(Path(row["video"]).name))
             answer = row.get("answer", "")
             letter = "ABCDEFGH"[candidates.index(answer)] if answer in candidates else str(answer)
-            items.append(VLMItem(f"{task_file.stem}/{i}", _choices(row["question"], candidates)
-                                 + DATASETS["mvbench"].prompt, [], matches[0] if matches else
-                                 folder / "video" / row["video"], letter))  # fmt: skip
+            items.append(
+                VLMItem(
+                    f"{task_file.stem}/{i}",
+                    _choices(row["question"], candidates) + DATASETS["mvbench"].prompt,
+                    [],
+                    matches[0] if matches else folder / "video" / row["video"],
+                    letter,
+                )
+            )
     return items
 
 
@@ -158,17 +180,20 @@ def _load_hub(hub_id: str, config: str | None, split: str) -> Any:
     try:
         import datasets
     except ImportError as exc:
-        raise SurefastError(f"loading {hub_id} from the hub needs the `datasets` package",
-                            "pip install 'surefast[hub]', or pass a local folder") from exc  # fmt: skip
+        raise SurefastError(
+            f"loading {hub_id} from the hub needs the `datasets` package",
+            "pip install 'surefast[hub]', or pass a local folder",
+        ) from exc
     try:
         return (
             datasets.load_dataset(hub_id, config, split=split) if config else datasets.load_dataset(hub_id, split=split)
         )
     except Exception as exc:  # offline, gated, renamed: all the same to the user
-        raise SurefastError(f"could not load {hub_id}{f' ({config})' if config else ''} split {split!r} from the hub: "
-                            f"{type(exc).__name__}: {exc}",
-                            f"download it with `huggingface-cli download {hub_id} --repo-type dataset --local-dir DIR` "
-                            "and pass DIR") from exc  # fmt: skip
+        raise SurefastError(
+            f"could not load {hub_id}{f' ({config})' if config else ''} split {split!r} from the hub: "
+            f"{type(exc).__name__}: {exc}",
+            f"download it with `huggingface-cli download {hub_id} --repo-type dataset --local-dir DIR` and pass DIR",
+        ) from exc
 
 
 def _rows(ds: Any, limit: int | None) -> Any:
@@ -177,8 +202,15 @@ def _rows(ds: Any, limit: int | None) -> Any:
 
 def _hub_textvqa(limit: int | None, video_dir: Path | None) -> list[VLMItem]:
     ds = _rows(_load_hub("lmms-lab/textvqa", None, "validation"), limit)
-    return [VLMItem(str(r["question_id"]), r["question"] + DATASETS["textvqa"].prompt, [r["image"].convert("RGB")],
-                    answer=(r.get("answers") or [""])[0]) for r in ds]  # fmt: skip
+    return [
+        VLMItem(
+            str(r["question_id"]),
+            r["question"] + DATASETS["textvqa"].prompt,
+            [r["image"].convert("RGB")],
+            answer=(r.get("answers") or [""])[0],
+        )
+        for r in ds
+    ]
 
 
 def _hub_gqa(limit: int | None, video_dir: Path | None) -> list[VLMItem]:
@@ -186,14 +218,25 @@ def _hub_gqa(limit: int | None, video_dir: Path | None) -> list[VLMItem]:
     wanted = {r["imageId"] for r in questions}
     images = _load_hub("lmms-lab/GQA", "testdev_balanced_images", "testdev")
     by_id = {r["id"]: r["image"] for r in images if r["id"] in wanted}
-    return [VLMItem(str(r["id"]), r["question"] + DATASETS["gqa"].prompt, [by_id[r["imageId"]].convert("RGB")],
-                    answer=r["answer"]) for r in questions]  # fmt: skip
+    return [
+        VLMItem(
+            str(r["id"]),
+            r["question"] + DATASETS["gqa"].prompt,
+            [by_id[r["imageId"]].convert("RGB")],
+            answer=r["answer"],
+        )
+        for r in questions
+    ]
 
 
 def _hub_chartqa(limit: int | None, video_dir: Path | None) -> list[VLMItem]:
     ds = _rows(_load_hub("lmms-lab/ChartQA", None, "test"), limit)
-    return [VLMItem(str(i), r["question"] + DATASETS["chartqa"].prompt, [r["image"].convert("RGB")],
-                    answer=str(r["answer"])) for i, r in enumerate(ds)]  # fmt: skip
+    return [
+        VLMItem(
+            str(i), r["question"] + DATASETS["chartqa"].prompt, [r["image"].convert("RGB")], answer=str(r["answer"])
+        )
+        for i, r in enumerate(ds)
+    ]
 
 
 def _hub_seedbench(limit: int | None, video_dir: Path | None) -> list[VLMItem]:
@@ -204,8 +247,14 @@ def _hub_seedbench(limit: int | None, video_dir: Path | None) -> list[VLMItem]:
             continue
         options = [r[f"choice_{c}"] for c in "abcd"]
         images = r["image"] if isinstance(r["image"], list) else [r["image"]]
-        items.append(VLMItem(str(r["question_id"]), _choices(r["question"], options) + DATASETS["seedbench"].prompt,
-                             [im.convert("RGB") for im in images[:1]], answer=r["answer"]))  # fmt: skip
+        items.append(
+            VLMItem(
+                str(r["question_id"]),
+                _choices(r["question"], options) + DATASETS["seedbench"].prompt,
+                [im.convert("RGB") for im in images[:1]],
+                answer=r["answer"],
+            )
+        )
         if limit is not None and len(items) >= limit:
             break
     return items
@@ -217,15 +266,19 @@ def _hub_mvbench(limit: int | None, video_dir: Path | None) -> list[VLMItem]:
 
         folder = Path(snapshot_download("OpenGVLab/MVBench", repo_type="dataset"))
     except Exception as exc:
-        raise SurefastError(f"could not fetch OpenGVLab/MVBench from the hub: {type(exc).__name__}: {exc}",
-                            _fetch_hint("mvbench") + "; unzip the video archives under video/") from exc  # fmt: skip
+        raise SurefastError(
+            f"could not fetch OpenGVLab/MVBench from the hub: {type(exc).__name__}: {exc}",
+            _fetch_hint("mvbench") + "; unzip the video archives under video/",
+        ) from exc
     return _mvbench_folder(folder)[:limit]
 
 
 def _hub_videodetailcaption(limit: int | None, video_dir: Path | None) -> list[VLMItem]:
     if video_dir is None:
-        raise SurefastError("VideoDetailCaption's hub split lists video names only",
-                            "pass video_dir=the folder of its videos (from the dataset repo's archive)")  # fmt: skip
+        raise SurefastError(
+            "VideoDetailCaption's hub split lists video names only",
+            "pass video_dir=the folder of its videos (from the dataset repo's archive)",
+        )
     ds = _rows(_load_hub("lmms-lab/VideoDetailCaption", None, "test"), limit)
     items = []
     for r in ds:
@@ -238,9 +291,13 @@ def _hub_videodetailcaption(limit: int | None, video_dir: Path | None) -> list[V
 
 
 _HUB: dict[str, Callable[[int | None, Path | None], list[VLMItem]]] = {
-    "textvqa": _hub_textvqa, "gqa": _hub_gqa, "chartqa": _hub_chartqa, "seedbench": _hub_seedbench,
-    "mvbench": _hub_mvbench, "videodetailcaption": _hub_videodetailcaption,
-}  # fmt: skip
+    "textvqa": _hub_textvqa,
+    "gqa": _hub_gqa,
+    "chartqa": _hub_chartqa,
+    "seedbench": _hub_seedbench,
+    "mvbench": _hub_mvbench,
+    "videodetailcaption": _hub_videodetailcaption,
+}
 
 
 def _from_hub(name: str, limit: int | None, video_dir: str | Path | None) -> list[VLMItem]:

@@ -59,8 +59,10 @@ def load_processor(model: Any) -> Any:
     try:
         return AutoProcessor.from_pretrained(source, **kwargs)
     except Exception as exc:
-        raise SurefastError(f"cannot load the processor of {model.spec.raw}: {type(exc).__name__}: {exc}",
-                            "VLMs need their processor files (preprocessor_config.json) next to the weights") from exc  # fmt: skip
+        raise SurefastError(
+            f"cannot load the processor of {model.spec.raw}: {type(exc).__name__}: {exc}",
+            "VLMs need their processor files (preprocessor_config.json) next to the weights",
+        ) from exc
 
 
 def vlm_decoder(

@@ -25,8 +25,10 @@ def architecture(model: Any) -> str:
     """``"llava_onevision"`` or ``"qwen2_5_vl"`` for a supported HF VLM; a :class:`SurefastError` otherwise."""
     kind = getattr(getattr(model, "config", None), "model_type", None)
     if kind not in VLM_ARCHITECTURES:
-        raise SurefastError(f"{kind or type(model).__name__} is not a supported vision-language model",
-                            f"use {' or '.join(VLM_ARCHITECTURES)} (LlavaOnevision / Qwen2_5_VL ForConditionalGeneration)")  # fmt: skip
+        raise SurefastError(
+            f"{kind or type(model).__name__} is not a supported vision-language model",
+            f"use {' or '.join(VLM_ARCHITECTURES)} (LlavaOnevision / Qwen2_5_VL ForConditionalGeneration)",
+        )
     return kind
 
 
@@ -160,8 +162,10 @@ def prepare_inputs(
     images = [load_image(i) if isinstance(i, (str, Path)) else i for i in images or []]
     frames = _frames(video, num_frames) if video is not None else None
     if not images and frames is None:
-        raise SurefastError("a vision-language prompt needs at least one image or a video",
-                            "use surefast.speculate.speculative_generate for text-only prompts")  # fmt: skip
+        raise SurefastError(
+            "a vision-language prompt needs at least one image or a video",
+            "use surefast.speculate.speculative_generate for text-only prompts",
+        )
     if _is_processor(processor_or_tokenizer):
         inputs = _from_processor(processor_or_tokenizer, model, text, images, frames, chat, processor_kwargs or {})
     else:
@@ -173,15 +177,27 @@ def prepare_inputs(
     return inputs
 
 
-def _from_processor(processor: Any, model: Any, text: str, images: list[Any], frames: list[Any] | None, chat: bool,
-                    kwargs: dict[str, Any]) -> VisualInputs:  # fmt: skip
+def _from_processor(
+    processor: Any,
+    model: Any,
+    text: str,
+    images: list[Any],
+    frames: list[Any] | None,
+    chat: bool,
+    kwargs: dict[str, Any],
+) -> VisualInputs:
     from surefast.speculate.vlm.layout import to_pil
 
     content: list[dict[str, Any]] = [{"type": "image"} for _ in images]
     content += [{"type": "video"}] if frames is not None else []
     content.append({"type": "text", "text": text})
-    prompt = (processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                            tokenize=False) if chat else text)  # fmt: skip
+    prompt = (
+        processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+        if chat
+        else text
+    )
     call: dict[str, Any] = dict(kwargs)
     if images:
         call["images"] = [to_pil(i) for i in images]
@@ -189,21 +205,34 @@ def _from_processor(processor: Any, model: Any, text: str, images: list[Any], fr
         call["videos"] = [[to_pil(f) for f in frames]]
     batch = processor(text=[prompt], return_tensors="pt", **call)
     skip = {"input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"}
-    vision = {k: v if isinstance(v, torch.Tensor) else torch.tensor(v) for k, v in batch.items()
-              if k not in skip and (isinstance(v, torch.Tensor) or k == "second_per_grid_ts")}  # fmt: skip
+    vision = {
+        k: v if isinstance(v, torch.Tensor) else torch.tensor(v)
+        for k, v in batch.items()
+        if k not in skip and (isinstance(v, torch.Tensor) or k == "second_per_grid_ts")
+    }
     return VisualInputs(batch["input_ids"][:1], vision, visual_token_ids(model))
 
 
-def _by_hand(tokenizer: Any, model: Any, arch: str, text: str, images: list[Any], frames: list[Any] | None,
-             chat: bool, layout: TinyLayoutConfig) -> VisualInputs:  # fmt: skip
+def _by_hand(
+    tokenizer: Any,
+    model: Any,
+    arch: str,
+    text: str,
+    images: list[Any],
+    frames: list[Any] | None,
+    chat: bool,
+    layout: TinyLayoutConfig,
+) -> VisualInputs:
     config = model.config
     image_id, video_id = visual_token_ids(model)
     vision: dict[str, torch.Tensor] = {}
     counts: list[int] = []  # tokens of each placeholder, in prompt order (images first, then the video)
     if arch == "qwen2_5_vl":
         start, end = "<|vision_start|>", "<|vision_end|>"
-        image_ph, video_ph = f"{start}{tokenizer.convert_ids_to_tokens(image_id)}{end}", \
-            f"{start}{tokenizer.convert_ids_to_tokens(video_id)}{end}"  # fmt: skip
+        image_ph, video_ph = (
+            f"{start}{tokenizer.convert_ids_to_tokens(image_id)}{end}",
+            f"{start}{tokenizer.convert_ids_to_tokens(video_id)}{end}",
+        )
         if images:
             tensors, n = qwen_images(images, config.vision_config, layout)
             vision.update(tensors)
@@ -225,8 +254,9 @@ def _by_hand(tokenizer: Any, model: Any, arch: str, text: str, images: list[Any]
             counts.append(m)
     content = image_ph * len(images) + (video_ph if frames is not None else "") + text
     if chat and getattr(tokenizer, "chat_template", None):
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                               tokenize=False)  # fmt: skip
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
     else:
         prompt = content
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -238,6 +268,8 @@ def _by_hand(tokenizer: Any, model: Any, arch: str, text: str, images: list[Any]
             raise SurefastError("the text holds more visual placeholders than images and videos given")
         expanded += [t] * reps
     if next(queue, None) is not None:
-        raise SurefastError("the tokenizer did not keep the visual placeholders as single tokens",
-                            "use the model's processor (AutoProcessor.from_pretrained)")  # fmt: skip
+        raise SurefastError(
+            "the tokenizer did not keep the visual placeholders as single tokens",
+            "use the model's processor (AutoProcessor.from_pretrained)",
+        )
     return VisualInputs(torch.tensor([expanded]), vision, (image_id, video_id))

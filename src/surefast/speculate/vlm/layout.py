@@ -108,9 +108,12 @@ def qwen_images(images: list[Any], vision: Any, layout: TinyLayoutConfig) -> tup
     from transformers import Qwen2VLImageProcessorPil
 
     processor = Qwen2VLImageProcessorPil(
-        min_pixels=layout.qwen_min_pixels, max_pixels=layout.qwen_max_pixels, patch_size=vision.patch_size,
-        merge_size=vision.spatial_merge_size, temporal_patch_size=vision.temporal_patch_size,
-    )  # fmt: skip
+        min_pixels=layout.qwen_min_pixels,
+        max_pixels=layout.qwen_max_pixels,
+        patch_size=vision.patch_size,
+        merge_size=vision.spatial_merge_size,
+        temporal_patch_size=vision.temporal_patch_size,
+    )
     out = processor(images=[to_pil(i) for i in images], return_tensors="pt")
     grids = out["image_grid_thw"]  # [n, 3]
     counts = [int(g.prod()) // vision.spatial_merge_size**2 for g in grids]
@@ -122,8 +125,12 @@ def qwen_video(frames: list[Any], vision: Any, layout: TinyLayoutConfig) -> tupl
     factor = vision.patch_size * vision.spatial_merge_size
     h0, w0 = to_pil(frames[0]).size[::-1]
     h, w = qwen_resize_target(h0, w0, factor, layout.qwen_min_pixels, layout.qwen_max_pixels)
-    pixels, grid = qwen_patchify(frames_tensor(frames, h, w, CLIP_MEAN, CLIP_STD), vision.temporal_patch_size,
-                                 vision.patch_size, vision.spatial_merge_size)  # fmt: skip
+    pixels, grid = qwen_patchify(
+        frames_tensor(frames, h, w, CLIP_MEAN, CLIP_STD),
+        vision.temporal_patch_size,
+        vision.patch_size,
+        vision.spatial_merge_size,
+    )
     seconds = torch.tensor([vision.temporal_patch_size / layout.fps])
     tensors = {"pixel_values_videos": pixels, "video_grid_thw": grid[None], "second_per_grid_ts": seconds}
     return tensors, int(grid.prod()) // vision.spatial_merge_size**2
@@ -163,8 +170,9 @@ def llava_images(images: list[Any], config: Any) -> tuple[dict[str, torch.Tensor
     from transformers import LlavaOnevisionImageProcessorPil
 
     size = config.vision_config.image_size
-    processor = LlavaOnevisionImageProcessorPil(size={"height": size, "width": size},
-                                                image_grid_pinpoints=config.image_grid_pinpoints, do_pad=True)  # fmt: skip
+    processor = LlavaOnevisionImageProcessorPil(
+        size={"height": size, "width": size}, image_grid_pinpoints=config.image_grid_pinpoints, do_pad=True
+    )
     out = processor(images=[to_pil(i) for i in images], return_tensors="pt")
     sizes = out["image_sizes"]  # [n, 2] (height, width)
     counts = [llava_image_tokens(int(h), int(w), config) for h, w in sizes.tolist()]

@@ -121,8 +121,11 @@ def last_token_attention(adapter: Any, cache: KVCache, token: int, position: int
             input_ids=torch.tensor([[token]], device=adapter.device),
             position_ids=adapter.prompt_position_ids(position).to(adapter.device),
             attention_mask=adapter._masks(pos, cache, allowed),
-            past_key_values=cache.hf, use_cache=True, output_attentions=True, logits_to_keep=1,
-        )  # fmt: skip
+            past_key_values=cache.hf,
+            use_cache=True,
+            output_attentions=True,
+            logits_to_keep=1,
+        )
     cache.crop(past)
     weights = torch.stack([a[0, :, -1, :past].float() for a in out.attentions])  # [L, H, S]
     return weights.mean(dim=(0, 1)).cpu()
