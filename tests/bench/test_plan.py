@@ -166,13 +166,16 @@ def test_example_plans_still_load():
 def test_study_run_of_a_bad_plan_prints_one_line_and_starts_nothing(tmp_path, monkeypatch, capsys, isolated_home):
     """`surefast study run bad.yaml`: the unknown method in the second compression is found
     before the dense job (which used to run first and then fail)."""
-    import surefast.models
+    import transformers
+
     from surefast.cli import main
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded for a bad plan")
 
-    monkeypatch.setattr(surefast.models, "load_model", no_model)
+    # Patched where every model is built, not on surefast.models: a CLI module first imported
+    # during this test would otherwise keep the patched load_model for the rest of the session.
+    monkeypatch.setattr(transformers.PreTrainedModel, "__init__", no_model)
     path = tmp_path / "bad.yaml"
     path.write_text("models: [tiny:llama]\ntasks: [mmlu]\ncompressions: [dense, {label: x, method: rnt}]\n")
     with pytest.raises(SystemExit) as exit_:

@@ -40,6 +40,7 @@ from surefast.bench.runner import STRATEGIES, BenchConfig
 from surefast.data.items import TASKS
 from surefast.errors import SurefastError
 from surefast.models import parse_spec
+from surefast.registry import suggestion
 
 DENSE = "dense"
 DTYPES = ("bf16", "fp16", "fp32")
@@ -251,7 +252,6 @@ def _sweep(entry: Any, source: str, index: int) -> list[CompressionSpec]:
 def _calibration(value: Any, source: str) -> tuple[tuple[str, Any], ...]:
     """The calibration keys as given (the run id hashes them), checked against CalibrationConfig."""
     import dataclasses
-    import difflib
 
     from surefast.compress.calibration_data import CalibrationConfig
 
@@ -261,10 +261,8 @@ def _calibration(value: Any, source: str) -> tuple[tuple[str, Any], ...]:
     fields = sorted(f.name for f in dataclasses.fields(CalibrationConfig))
     for key in value:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
             raise SurefastError(
-                f"{where}: unknown key {key!r}",
-                f"did you mean {close[0]!r}?" if close else f"keys: {', '.join(fields)}",
+                f"{where}: unknown key {key!r}", suggestion(str(key), fields, otherwise=f"keys: {', '.join(fields)}")
             )
     try:
         config = CalibrationConfig(**value)
@@ -285,10 +283,9 @@ def plan_from_dict(data: dict[str, Any], source: str = "") -> StudyPlan:
     before any model loads or any job runs."""
     for key in data:
         if key not in KNOWN_KEYS:
-            import difflib
-
-            close = difflib.get_close_matches(str(key), sorted(KNOWN_KEYS), n=1)
-            raise SurefastError(f"{_where(source, key)}: unknown key", f"did you mean {close[0]!r}?" if close else None)
+            known = sorted(KNOWN_KEYS)
+            hint = suggestion(str(key), known, otherwise=f"known keys: {', '.join(known)}")
+            raise SurefastError(f"{_where(source, key)}: unknown key", hint)
     models = data.get("models")
     if not models or not isinstance(models, list):
         raise SurefastError(f"{_where(source, 'models')}: give a non-empty list of model specs")

@@ -7,10 +7,10 @@ packages, so the hash is checked before anything is converted or trusted.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 from surefast.errors import SurefastError
+from surefast.registry import suggestion
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,10 @@ def get_packaged(name: str, registry: dict[str, PackagedModel] | None = None) ->
     registry = REGISTRY if registry is None else registry
     if name in registry:
         return registry[name]
-    close = [n for n in registry if name.lower() in n] or difflib.get_close_matches(
-        name, list(registry), n=1, cutoff=0.4
+    within = [n for n in registry if name.lower() in n]  # "qwen" -> the first qwen model
+    hint = (
+        f"did you mean {within[0]!r}?"
+        if within
+        else suggestion(name, registry, cutoff=0.4, otherwise="run `surefast models list`")
     )
-    hint = f"did you mean {close[0]!r}?" if close else "run `surefast models list`"
     raise SurefastError(f"unknown packaged model {name!r}", hint)

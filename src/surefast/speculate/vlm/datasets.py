@@ -88,13 +88,9 @@ def load_vlm_dataset(
     """
     key = name.lower().replace("-", "").replace("_", "")
     if key not in DATASETS:
-        import difflib
+        from surefast.registry import suggestion
 
-        close = difflib.get_close_matches(key, DATASETS, n=1)
-        raise SurefastError(
-            f"unknown VLM benchmark {name!r}",
-            f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(DATASETS)}",
-        )
+        raise SurefastError(f"unknown VLM benchmark {name!r}", suggestion(key, DATASETS))
     if source is not None:
         folder = Path(source).expanduser()
         if not folder.is_dir():
