@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from surefast.compress.arch import block_linears, unfuse_experts_
+from surefast.compress.quant.fake import codes_of, record_codes_
 from surefast.models.arch import ArchFacts, arch_facts, decoder_layers, decoder_prefix, get
 
 MAX_INPUT_ROWS = 4096  # raw input rows kept per linear when a method needs "inputs"
@@ -186,12 +187,18 @@ class BlockContext:
         return f"{self.name}.{path}"
 
     def set_weight(self, name: str, weight: torch.Tensor, info: dict[str, Any] | None = None) -> None:
-        """Write ``weight`` into linear ``name`` (cast to its dtype) and record per-layer numbers."""
+        """Write ``weight`` into linear ``name`` (cast to its dtype) and record per-layer numbers.
+
+        The integer codes ``weight`` carries (a quantizer's de-quantized output,
+        :func:`~surefast.compress.quant.fake.codes_of`) move onto the linear, where packing finds
+        them; a weight without codes (a pruned or rotated one) forgets any the linear held.
+        """
         lin = self.linears[name]
         old = lin.weight.detach().float()
         new = weight.to(old.device, torch.float32)
         rel = ((new - old).norm() / old.norm().clamp_min(1e-12)).item()
         lin.weight.data.copy_(new.to(lin.weight.dtype))
+        record_codes_(lin, codes_of(weight))
         self.info[name] = {
             "shape": list(old.shape),
             "rel_change": round(rel, 6),

@@ -13,16 +13,31 @@ Activations are quantized per token (one scale per row of the last dimension), d
 by :class:`InputTransform`, a forward pre-hook on a linear layer that can first apply an online
 Hadamard rotation (QuaRot). Its spec is a plain dict so that it is saved in
 ``surefast_compression.json`` and re-installed after loading.
+
+Recorded codes: the de-quantized weight a quantizer returns carries the integer codes, scales
+and zero points it was rounded from, as a :class:`~surefast.compress.lowbit.codes.QuantizedWeight`
+in the tensor's attribute ``CODES_ATTR`` (:func:`attach_codes`, read by :func:`codes_of`).
+The pipeline's ``BlockContext.set_weight`` moves them onto the linear it writes (the same
+attribute on the module), where :func:`surefast.compress.lowbit.pack.pack_` finds them. Riding
+on the tensor, they reach the pipeline through any method that hands the quantizer's tensor on
+unchanged (RTN, GPTQ, AWQ, SmoothQuant, QuaRot and SpinQuant's weight step, a plugin calling
+:func:`fake_quant_weight`), and are lost, as they should be, by any later arithmetic on it. A
+grid that cannot be packed records a string instead: the reason, which packing reports.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from surefast.compress.lowbit.codes import QuantizedWeight
+
 HOOK_ATTR = "_surefast_input_transform"
+CODES_ATTR = "_surefast_codes"  # on a de-quantized weight tensor, then on its linear: see the module docstring
+Codes = Union["QuantizedWeight", str]  # the codes, or why this grid has none that can be packed
 
 
 def check_bits(bits: int, what: str = "bits", off: int | None = None) -> None:
@@ -71,13 +86,55 @@ def search_qparams(
     return best_scale, best_zero
 
 
+def quant_codes(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
+    """The grid points ``q`` of ``w`` (integer-valued floats, same shape): what packing stores."""
+    if symmetric:
+        return torch.clamp(torch.round(w / scale), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1)
+
+
+def dequant(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, symmetric: bool) -> torch.Tensor:
+    """Grid points back to reals: ``q s`` or ``(q - z) s`` (the very operations QuantizedWeight.dequantize does)."""
+    return q * scale if symmetric else (q - zero) * scale
+
+
 def quant_dequant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
     """Round ``w`` onto the grid given by ``scale``/``zero`` and map back to reals."""
-    if symmetric:
-        q = torch.clamp(torch.round(w / scale), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        return q * scale
-    q = torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1)
-    return (q - zero) * scale
+    return dequant(quant_codes(w, scale, zero, bits, symmetric), scale, zero, symmetric)
+
+
+def weight_codes(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int, group_size: int) -> Codes:
+    """The record of a weight's grid: ``q [out, in]`` integer-valued, ``scale``/``zero`` ``[out, n_groups]``
+    (``zero`` None when symmetric), ``group_size`` as the quantizer used it (``<= 0``: per channel)."""
+    from surefast.compress.lowbit.codes import QuantizedWeight  # late: lowbit may import this module
+
+    if zero is not None and bits == 8:  # 0..255 does not fit the int8 codes of the contract
+        return "8-bit asymmetric codes (0..255) do not fit int8; quantize 8 bits with symmetric=True to pack"
+    cols = q.shape[1]
+    g = cols if group_size <= 0 or group_size >= cols else group_size
+    return QuantizedWeight(
+        q.to(torch.int8), scale.float().contiguous(), None if zero is None else zero.float(), bits, g
+    )
+
+
+def attach_codes(weight: torch.Tensor, codes: Codes | None) -> torch.Tensor:
+    """``weight`` itself, now carrying ``codes`` (the grid it was rounded from); returned for chaining."""
+    if codes is not None:
+        setattr(weight, CODES_ATTR, codes)
+    return weight
+
+
+def codes_of(obj: torch.Tensor | nn.Module) -> Codes | None:
+    """The codes a de-quantized weight tensor carries, or those recorded on a linear; None without."""
+    return getattr(obj, CODES_ATTR, None)
+
+
+def record_codes_(linear: nn.Module, codes: Codes | None) -> None:
+    """Keep ``codes`` on ``linear`` (None forgets older ones: its weight was just overwritten without)."""
+    if codes is not None:
+        setattr(linear, CODES_ATTR, codes)
+    elif hasattr(linear, CODES_ATTR):
+        delattr(linear, CODES_ATTR)
 
 
 def _groups(w: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -108,10 +165,16 @@ def weight_qparams(
 def fake_quant_weight(
     w: torch.Tensor, bits: int, group_size: int = 128, symmetric: bool = True, clip_search: bool = False
 ) -> torch.Tensor:
-    """Round-to-nearest group quantization of ``w [out, in]``, de-quantized (fp32)."""
+    """Round-to-nearest group quantization of ``w [out, in]``, de-quantized (fp32), carrying its codes."""
+    out, cols = w.shape
     g = _groups(w.float(), group_size)  # [out, n_groups, g]
-    scale, zero = group_qparams(g, bits, symmetric, clip_search)
-    return quant_dequant(g, scale, zero, bits, symmetric).reshape(w.shape[0], -1)[:, : w.shape[1]]
+    scale, zero = group_qparams(g, bits, symmetric, clip_search)  # [out, n_groups, 1] each
+    q = quant_codes(g, scale, zero, bits, symmetric)  # [out, n_groups, g]
+    deq = dequant(q, scale, zero, symmetric).reshape(out, -1)[:, :cols]
+    codes = weight_codes(
+        q.reshape(out, -1)[:, :cols], scale[..., 0], None if symmetric else zero[..., 0], bits, group_size
+    )
+    return attach_codes(deq, codes)
 
 
 def fake_quant_tokens(x: torch.Tensor, bits: int, symmetric: bool = True, clip: float = 1.0) -> torch.Tensor:

@@ -17,6 +17,11 @@ the error-updated weights when the group is reached (with act-order, a real kern
 a ``g_idx``; fake quantization does not care). With ``clip_search`` each group's range is
 the clipped one that minimises its own rounding error (:func:`~.fake.search_qparams`).
 
+The sweep records the code of each column as it quantizes it, and each group's scale and zero
+point, and the returned weight carries them (:func:`~.fake.attach_codes`), so the packed model
+holds exactly the grid GPTQ chose. Dynamic groups with act-order have no contiguous grid (a
+group's columns are scattered): they record why instead, and packing refuses them.
+
 Defaults: act-order (static groups) and the clip search are on. Both are in the reference code
 but off there by default; together they were best or near best on every model we measured, at
 some extra time (docs/compress.md, "GPTQ's defaults").
@@ -31,7 +36,17 @@ import torch
 
 from surefast.compress.api import CompressionConfig, Method, register
 from surefast.compress.linalg import inverse_upper_cholesky, one_thread_on_cpu
-from surefast.compress.quant.fake import check_bits, group_qparams, install_act_quant_, quant_dequant, weight_qparams
+from surefast.compress.quant.fake import (
+    Codes,
+    attach_codes,
+    check_bits,
+    dequant,
+    group_qparams,
+    install_act_quant_,
+    quant_codes,
+    weight_codes,
+    weight_qparams,
+)
 from surefast.errors import SurefastError
 
 
@@ -56,7 +71,7 @@ class GPTQConfig(CompressionConfig):
 def gptq_quantize(
     weight: torch.Tensor, hessian: torch.Tensor, config: GPTQConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Pure core: ``W [out, in]``, ``H [in, in]`` -> (de-quantized ``Q(W)`` fp32, info).
+    """Pure core: ``W [out, in]``, ``H [in, in]`` -> (de-quantized ``Q(W)`` fp32 carrying its codes, info).
 
     The factorisation uses every thread; the column sweep runs on one (see ``one_thread_on_cpu``).
     """
@@ -88,20 +103,38 @@ def gptq_quantize(
                 "raise damp (e.g. 0.1) or use more calibration samples",
             )
     with one_thread_on_cpu(W.device):
-        Q, loss = _columns(W, Hinv, config, static, perm)
+        Q, C, scales, zeros, loss = _columns(W, Hinv, config, static, perm)
     if perm is not None:
-        Q = Q[:, torch.argsort(perm)]
-    return Q, {"gptq_loss": float(loss.sum())}
+        back = torch.argsort(perm)
+        Q, C = Q[:, back], C[:, back]
+    codes: Codes
+    if config.act_order and not config.static_groups:
+        codes = (
+            "GPTQ with act_order and static_groups=False has no contiguous group grid (a packed "
+            "format would need a g_idx); compress with static_groups=True to pack"
+        )
+    else:
+        codes = weight_codes(C, scales, None if config.symmetric else zeros, config.bits, config.group_size)
+    return attach_codes(Q, codes), {"gptq_loss": float(loss.sum())}
 
 
 def _columns(
     W: torch.Tensor, Hinv: torch.Tensor, config: GPTQConfig, static: Any, perm: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The column sweep: ``(Q(W) [out, in], per-row loss [out])``; ``W`` is updated in place."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The column sweep; ``W`` is updated in place. Returns ``Q(W) [out, in]``, its codes
+    ``C [out, in]`` (integer-valued, in sweep order like ``Q``), the scales and zero points of
+    the original contiguous groups ``[out, n_groups]`` (not meaningful for dynamic groups with
+    act-order) and the per-row loss ``[out]``."""
     n_out, n_in = W.shape
     bits, sym = config.bits, config.symmetric
     g = n_in if config.group_size <= 0 else config.group_size
     Q = torch.zeros_like(W)
+    C = torch.zeros_like(W)
+    n_groups = -(-n_in // g)
+    if static is not None:
+        scales, zeros = static[0][..., 0], static[1][..., 0]  # [out, n_groups]
+    else:
+        scales, zeros = torch.zeros(n_out, n_groups), torch.zeros(n_out, n_groups)
     loss = torch.zeros(n_out)
     scale = zero = None
     bs = config.block_size
@@ -119,15 +152,18 @@ def _columns(
             elif col % g == 0:  # entering a group: scale from the current (error-updated) weights
                 cols = torch.cat([W1[:, i : i + g], W[:, i2 : i2 + max(0, g - (i2 - col))]], dim=1)  # [out, g]
                 scale, zero = group_qparams(cols, bits, sym, config.clip_search)
-            q = quant_dequant(w.unsqueeze(1), scale, zero, bits, sym).squeeze(1)  # type: ignore[arg-type]
+                scales[:, col // g], zeros[:, col // g] = scale[:, 0], zero[:, 0]  # group col // g, in sweep order
+            c = quant_codes(w.unsqueeze(1), scale, zero, bits, sym)  # type: ignore[arg-type]  # [out, 1]
+            q = dequant(c, scale, zero, sym).squeeze(1)  # type: ignore[arg-type]  # = quant_dequant, bit for bit
             d = Hinv1[i, i]
             Q[:, col] = q
+            C[:, col] = c.squeeze(1)
             err = (w - q) / d
             loss += (w - q) ** 2 / d**2 / 2
             W1[:, i:] -= err.unsqueeze(1) * Hinv1[i, i:].unsqueeze(0)
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
-    return Q, loss
+    return Q, C, scales, zeros, loss
 
 
 @register(GPTQConfig, needs=("hessian",))
