@@ -1,4 +1,4 @@
-"""``surefast compress``: quantize or prune a model and save a loadable folder."""
+"""``surefast compress``: quantize or prune a model and save a loadable folder (``--pack``: a packed one)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,15 @@ def compress_model(
     *,
     dtype: str | torch.dtype | None = None,
     device: str | None = None,
+    pack: bool = False,
+    pack_format: str | None = None,
 ) -> CompressionResult:
-    """Load ``spec``, compress it with ``config`` and (if ``out_dir``) save it: what the command runs."""
+    """Load ``spec``, compress it with ``config`` and (if ``out_dir``) save it: what the command runs.
+
+    ``pack``: turn the recorded codes into packed low-bit layers before saving (``pack_format``:
+    one format for every layer, default per layer; :func:`surefast.compress.lowbit.pack.pack_`),
+    so the folder is a packed one; what was packed goes in ``result.extra["packed"]``.
+    """
     from surefast.compress import compress_, save_compressed
     from surefast.models import load_model
 
@@ -46,6 +53,18 @@ def compress_model(
         progress=progress,
     )
     result.extra["model"] = spec
+    if pack:
+        from surefast.compress.lowbit.pack import pack_
+
+        report = pack_(loaded.model, pack_format)
+        result.extra["packed"] = {
+            "formats": report.count(),
+            "layers": len(report.layers),
+            "weight_bytes": report.weight_bytes,
+            "dense_bytes": report.dense_bytes,
+        }
+        if progress:
+            progress(f"packed {len(report.layers)} layers")
     if out_dir is not None:
         save_compressed(loaded.model, loaded.tokenizer, result, out_dir)
         if progress:
@@ -62,6 +81,17 @@ def compress(
         ),
     ],
     out: Annotated[Path, typer.Option(help="output folder (a normal HF model folder + surefast_compression.json)")],
+    pack: Annotated[
+        bool,
+        typer.Option(
+            "--pack",
+            help="save packed low-bit weights (int4, int8, w8a8) instead of de-quantized ones: a smaller, "
+            "faster folder that `surefast` loads",
+        ),
+    ] = False,
+    pack_format: Annotated[
+        str | None, typer.Option(help="with --pack: int4, int8 or w8a8 for every layer (default: chosen per layer)")
+    ] = None,
     bits: Annotated[int | None, typer.Option(help="weight bits")] = None,
     act_bits: Annotated[int | None, typer.Option(help="activation bits (W4A4: --bits 4 --act-bits 4)")] = None,
     group_size: Annotated[int | None, typer.Option(help="weight quantization group size")] = None,
@@ -94,6 +124,9 @@ def compress(
         **parse_options(option or [], example="act_order=False"),
     }
     config = make_config(method, **options)
+    if pack or pack_format is not None:
+        _check_pack(config, pack_format)
+        pack = True
     defaults = CalibrationConfig()
     calib = CalibrationConfig(
         source=calibration,
@@ -104,8 +137,41 @@ def compress(
 
     hf_logging.disable_progress_bar()  # its shard-writing bar would break the status line
     with Status(f"compressing {model} with {method}", console=console) as status:
-        result = compress_model(model, config, calib, out, progress=lambda text: status.update(text), dtype=dtype)
+        result = compress_model(
+            model,
+            config,
+            calib,
+            out,
+            progress=lambda text: status.update(text),
+            dtype=dtype,
+            pack=pack,
+            pack_format=pack_format,
+        )
     console.print(
         f"{config.method}: {result.seconds:.1f} s, fingerprint {result.fingerprint}; saved to {out}", markup=False
     )
+    if pack:
+        info = result.extra["packed"]
+        formats = ", ".join(f"{name} x{n}" for name, n in info["formats"].items())
+        console.print(
+            f"packed {info['layers']} layers ({formats}): {info['weight_bytes'] / 1e6:,.2f} MB of weights "
+            f"({info['dense_bytes'] / 1e6:,.2f} MB as bf16)",
+            markup=False,
+        )
     console.print(f"evaluate it with: surefast bench run --model {out}", markup=False)
+
+
+def _check_pack(config: CompressionConfig, pack_format: str | None) -> None:
+    """Refuse ``--pack`` for a config that records no codes, before the model loads."""
+    from surefast.compress.lowbit.formats import get_format
+    from surefast.compress.lowbit.pack import packable
+    from surefast.errors import SurefastError
+
+    if pack_format is not None:
+        try:
+            get_format(pack_format)
+        except SurefastError as exc:
+            raise SurefastError(f"--pack-format: {exc.message}", exc.hint) from None
+    refusal = packable(config)
+    if refusal is not None:
+        raise SurefastError(f"--pack: {refusal[0]}", refusal[1])

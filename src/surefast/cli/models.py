@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -93,7 +94,39 @@ def info(
         "vocabulary": f"{len(loaded.tokenizer):,}",
         "fingerprint": loaded.fingerprint,
         "load time": f"{seconds:.1f} s",
+        **compression_rows(model, loaded.path),
     }
     for key, value in rows.items():
         table.add_row(key, escape(value))
     console.print(table)
+
+
+def compression_rows(model: Any, folder: Path | None) -> dict[str, str]:
+    """What a compressed folder holds: method, packed formats, grids and weight bytes (none for a plain model)."""
+    from surefast.compress.lowbit.pack import grid, model_bytes, packed_report
+    from surefast.compress.saved import read_compression
+
+    data = read_compression(folder) if folder is not None else None
+    report = packed_report(model)
+    rows: dict[str, str] = {}
+    if data is not None:
+        config = data.get("config", {})
+        kind = "packed" if report.layers else f"fake-quant: de-quantized {str(model.dtype).removeprefix('torch.')}"
+        rows["compression"] = f"{config.get('method', '?')} ({kind} weights)"
+        if not report.layers and "bits" in config:
+            group = config.get("group_size", -1)
+            rows["bits / group"] = f"{config['bits']}-bit {'per channel' if group <= 0 else f'g{group}'}"
+    if report.layers:
+        rows["format"] = ", ".join(f"{name} x{n}" for name, n in report.count().items())
+        rows["bits / group"] = ", ".join(f"{name} x{n}" for name, n in report.count(grid).items())
+        held, dense = model_bytes(model)
+        rows["weight bytes"] = (
+            f"packed layers {_mb(report.weight_bytes)} (bf16 {_mb(report.dense_bytes)}, "
+            f"{report.weight_bytes / report.dense_bytes:.2f}x); whole model {_mb(held)} (bf16 {_mb(dense)}, "
+            f"{held / dense:.2f}x)"
+        )
+    return rows
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.2f} MB"

