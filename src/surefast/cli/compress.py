@@ -31,12 +31,17 @@ def compress_model(
     device: str | None = None,
     pack: bool = False,
     pack_format: str | None = None,
+    export: tuple[str, str | Path] | None = None,
 ) -> CompressionResult:
     """Load ``spec``, compress it with ``config`` and (if ``out_dir``) save it: what the command runs.
 
     ``pack``: turn the recorded codes into packed low-bit layers before saving (``pack_format``:
     one format for every layer, default per layer; :func:`surefast.compress.lowbit.pack.pack_`),
     so the folder is a packed one; what was packed goes in ``result.extra["packed"]``.
+    ``export``: ``(format, path)`` also writes the model for a server
+    (:func:`surefast.compress.lowbit.export.export_model`); the path written goes in
+    ``result.extra["exported"]``, any warning of the exporter (a layer re-quantized) in
+    ``result.extra["export_warnings"]``.
     """
     from surefast.compress import compress_, save_compressed
     from surefast.models import load_model
@@ -69,18 +74,49 @@ def compress_model(
         save_compressed(loaded.model, loaded.tokenizer, result, out_dir)
         if progress:
             progress(f"saved to {out_dir}")
+    if export is not None:
+        import warnings
+
+        from surefast.compress.lowbit.export import export_model
+
+        if progress:
+            progress(f"exporting as {export[0]} to {export[1]}")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            path = export_model(loaded.model, loaded.tokenizer, export[0], export[1])
+        result.extra["exported"] = str(path)
+        result.extra["export_warnings"] = [str(w.message) for w in caught]
     return result
 
 
 def compress(
-    model: Annotated[str, typer.Option(help="model spec")],
     method: Annotated[
         str,
         typer.Option(
             help="rtn, gptq, awq, smoothquant, quarot, spinquant, magnitude, wanda, sparsegpt, llm-pruner, slicegpt"
         ),
     ],
-    out: Annotated[Path, typer.Option(help="output folder (a normal HF model folder + surefast_compression.json)")],
+    model_arg: Annotated[
+        str | None, typer.Argument(metavar="MODEL", help="model spec (or --model)", show_default=False)
+    ] = None,
+    model_opt: Annotated[str | None, typer.Option("--model", help="model spec", show_default=False)] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="output folder (a normal HF model folder + surefast_compression.json); default "
+            "./<model>-<method>[-packed], or none with --export",
+            show_default=False,
+        ),
+    ] = None,
+    export: Annotated[
+        tuple[str, Path] | None,
+        typer.Option(
+            metavar="FORMAT OUT",
+            help="also write the model for a server: compressed-tensors (a folder for vLLM), gguf (a .gguf file "
+            "or a folder for it: Q4_0 for 4-bit codes, else Q8_0), gguf-q4_0, gguf-q8_0",
+            show_default=False,
+        ),
+    ] = None,
     pack: Annotated[
         bool,
         typer.Option(
@@ -112,8 +148,21 @@ def compress(
     """Compress a model (defaults for every option come from the method's config)."""
     from surefast.cli.options import parse_options
     from surefast.compress import CalibrationConfig, make_config
+    from surefast.errors import SurefastError
 
-    parse_spec(model)  # fail on a bad spec first
+    if (model_arg is None) == (model_opt is None):
+        raise SurefastError(
+            "give the model once: as the first argument or with --model" if model_arg else "no model given",
+            "e.g. surefast compress qwen2.5-coder-0.5b-instruct --method gptq --pack",
+        )
+    model = model_arg or model_opt or ""
+    spec = parse_spec(model)  # fail on a bad spec first
+    if export is not None:
+        _check_export(export[0])
+    if out is None and export is None:
+        name = Path(spec.target).stem if spec.kind in ("local", "gguf") else spec.target.rpartition("/")[2]
+        suffix = "-packed" if pack or pack_format is not None else ""
+        out = Path(f"{name.replace(':', '-')}-{method.strip().lower()}{suffix}")
     options = {
         "bits": bits,
         "act_bits": act_bits,
@@ -146,10 +195,10 @@ def compress(
             dtype=dtype,
             pack=pack,
             pack_format=pack_format,
+            export=export,
         )
-    console.print(
-        f"{config.method}: {result.seconds:.1f} s, fingerprint {result.fingerprint}; saved to {out}", markup=False
-    )
+    saved = f"; saved to {out}" if out is not None else ""
+    console.print(f"{config.method}: {result.seconds:.1f} s, fingerprint {result.fingerprint}{saved}", markup=False)
     if pack:
         info = result.extra["packed"]
         formats = ", ".join(f"{name} x{n}" for name, n in info["formats"].items())
@@ -158,7 +207,24 @@ def compress(
             f"({info['dense_bytes'] / 1e6:,.2f} MB as bf16)",
             markup=False,
         )
-    console.print(f"evaluate it with: surefast bench run --model {out}", markup=False)
+    if export is not None:
+        for warning in result.extra["export_warnings"]:
+            console.print(f"warning: {warning}", markup=False, style="yellow")
+        console.print(f"exported as {export[0]} to {result.extra['exported']}", markup=False)
+    if out is not None:
+        console.print(f"evaluate it with: surefast bench run --model {out}", markup=False)
+        console.print(f'run it with: surefast generate --model {out} "Hello"', markup=False)
+
+
+def _check_export(format: str) -> None:
+    """An unknown ``--export`` format fails before the model loads."""
+    from surefast.compress.lowbit.export import EXPORTERS
+    from surefast.errors import SurefastError
+
+    try:
+        EXPORTERS.get(format)
+    except SurefastError as exc:
+        raise SurefastError(f"--export: {exc.message}", exc.hint) from None
 
 
 def _check_pack(config: CompressionConfig, pack_format: str | None) -> None:

@@ -126,6 +126,15 @@ def recorded_codes(model: nn.Module) -> dict[str, QuantizedWeight]:
     return out
 
 
+def model_codes(model: nn.Module) -> dict[str, QuantizedWeight]:
+    """Every quantized linear's codes, packed or not: what the exporters write.
+
+    A packed layer gives back what it holds (:meth:`PackedLinear.to_quantized`); an unpacked one
+    what its quantizer recorded (:func:`recorded_codes`)."""
+    packed = {name: m.to_quantized() for name, m in model.named_modules() if isinstance(m, PackedLinear)}
+    return {**recorded_codes(model), **packed}
+
+
 def packable(config: Any) -> tuple[str, str] | None:
     """Why a compression config yields nothing :func:`pack_` can pack, as (message, hint), or None.
 
