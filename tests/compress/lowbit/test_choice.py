@@ -47,7 +47,7 @@ def count_measures(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     real = choice_mod.measure
 
     def counting(layer: PackedLinear, x: torch.Tensor, kernels: list[Kernel], *a: Any, **kw: Any) -> Any:
-        seen.append(choice_key(layer.spec, x.dtype, x.shape[0], layer.allow_dense))
+        seen.append(choice_key(layer.spec, x.dtype, x.shape[0], "dense" in [k.name for k in kernels]))
         return real(layer, x, kernels, timer=fake_timer({"dequant-matmul": 5.0, "dense": 2.0, "int4-cpu": 1.0}))
 
     monkeypatch.setattr(choice_mod, "measure", counting)
@@ -57,7 +57,7 @@ def count_measures(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_fastest_correct_candidate_wins() -> None:
     layer = int4_layer()
     x = torch.randn(1, 128).bfloat16()
-    kernels = choice_mod.candidates(layer, x.device, x.dtype)
+    kernels = choice_mod.candidates(layer, x.device, x.dtype, True)
     assert [k.name for k in kernels] == ["dequant-matmul", "dense", "int4-cpu"]  # compiled is opt-in
     got = measure(layer, x, kernels, timer=fake_timer({"dequant-matmul": 5.0, "dense": 2.0, "int4-cpu": 1.0}))
     assert got.kernel == "int4-cpu" and got.ms == {"dequant-matmul": 5.0, "dense": 2.0, "int4-cpu": 1.0}
@@ -66,8 +66,9 @@ def test_fastest_correct_candidate_wins() -> None:
 
 
 def test_lean_layers_never_keep_a_dense_copy() -> None:
-    layer = int4_layer(allow_dense=False)
-    assert "dense" not in [k.name for k in choice_mod.candidates(layer, torch.device("cpu"), torch.bfloat16)]
+    assert "dense" not in [
+        k.name for k in choice_mod.candidates(int4_layer(), torch.device("cpu"), torch.bfloat16, False)
+    ]
 
 
 def test_a_wrong_or_failing_kernel_is_never_chosen() -> None:
@@ -187,3 +188,56 @@ def test_auto_forward_equals_the_reference() -> None:
     bound = error_bound(x.float(), layer.dequantize(), choice_mod.expanded_scales(layer), ref, torch.bfloat16)
     assert bool(((y - ref).abs() <= bound).all())
     assert list(layer.chosen_kernels()) == ["cpu bfloat16 1"]
+
+
+@pytest.fixture
+def timed(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, float]]:
+    """Fixed candidate times per token class (``times[class][kernel]``); records what each measurement offered."""
+    times: dict[str, dict[str, float]] = {}
+    offered: dict[str, list[str]] = {}
+    real = choice_mod.measure
+
+    def fixed(layer: PackedLinear, x: torch.Tensor, kernels: list[Kernel], *a: Any, **kw: Any) -> Any:
+        cls = token_class(x.shape[0])
+        offered.setdefault(cls, []).append(",".join(k.name for k in kernels))
+        return real(layer, x, kernels, timer=fake_timer(times[cls]))
+
+    monkeypatch.setattr(choice_mod, "measure", fixed)
+    times["offered"] = offered  # type: ignore[assignment]
+    return times
+
+
+def test_a_layer_whose_decode_kernel_beats_dense_never_keeps_a_dense_copy(timed: dict[str, Any]) -> None:
+    timed["1"] = {"dequant-matmul": 5.0, "dense": 2.0, "int4-cpu": 1.0}
+    timed["33-128"] = {"dequant-matmul": 5.0, "dense": 0.5, "int4-cpu": 3.0}  # a prefill: dense would win
+    layer = int4_layer()
+    layer(torch.randn(64, 128).bfloat16())  # the first input is a prefill: the decode decides first
+    assert layer.chosen_kernels() == {"cpu bfloat16 1": "int4-cpu", "cpu bfloat16 33-128": "int4-cpu"}
+    assert timed["offered"]["33-128"] == ["dequant-matmul,int4-cpu"]  # dense never offered
+    assert {k[0] for k in layer._prepared} == {"int4-cpu"}  # no dense copy held
+
+
+def test_a_layer_without_a_fast_decode_kernel_falls_back_to_dense(timed: dict[str, Any]) -> None:
+    timed["1"] = {"dequant-matmul": 5.0, "dense": 1.0, "int4-cpu": 3.0}  # e.g. int8 on an AVX2-only CPU
+    timed["33-128"] = {"dequant-matmul": 5.0, "dense": 0.5, "int4-cpu": 3.0}
+    layer = int4_layer()
+    layer(torch.randn(64, 128).bfloat16())
+    assert layer.chosen_kernels() == {"cpu bfloat16 1": "dense", "cpu bfloat16 33-128": "dense"}
+    assert {k[0] for k in layer._prepared} == {"dense"}  # the bf16 copy: never slower than the unpacked model
+    assert layer.prepared_bytes() == 32 * 128 * 2
+
+
+@pytest.mark.parametrize(("value", "dense"), [("0", False), ("1", True)])
+def test_surefast_lowbit_dense_fixes_the_policy(timed: dict[str, Any], monkeypatch, value, dense) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SUREFAST_LOWBIT_DENSE", value)
+    timed["33-128"] = {"dequant-matmul": 5.0, "dense": 0.5, "int4-cpu": 3.0}
+    layer = int4_layer()
+    layer(torch.randn(64, 128).bfloat16())
+    assert "1" not in timed["offered"]  # no decode probe
+    assert layer.chosen_kernels() == {"cpu bfloat16 33-128": "dense" if dense else "int4-cpu"}
+
+
+def test_a_bad_surefast_lowbit_dense_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUREFAST_LOWBIT_DENSE", "maybe")
+    with pytest.raises(SurefastError, match="SUREFAST_LOWBIT_DENSE='maybe' is not 1, 0 or auto"):
+        int4_layer()(torch.randn(2, 128).bfloat16())

@@ -9,8 +9,18 @@ first rows of that very input (:func:`~.kernels.error_bound`; one that misses, o
 dropped) and timed on the whole input (a warm-up, then the median of :data:`REPEATS` runs). The
 fastest wins. ``dequant-matmul`` and, unless a layer disallows it, ``dense`` (the de-quantized
 weight kept: exactly the unpacked model's speed) are always candidates, so the choice is never
-slower than either. Choices are kept in memory and in ``$SUREFAST_HOME/lowbit/kernels.json``
+slower than either (but see "Memory" below). Choices are kept in memory and in ``$SUREFAST_HOME/lowbit/kernels.json``
 under a machine key (CPU model and capability or GPU name, torch version, thread count).
+
+Memory: ``dense`` holds a de-quantized weight beside the packed one, so a layer that kept it
+for one class (say a long prefill, where fast bf16 matrix units beat every int4 kernel) would
+hold more than the unpacked model. By default (a layer's ``allow_dense=None``) a layer decides
+once, on a one-token decode (the first row of its first input): if a packed kernel beats
+``dense`` there, the layer is *lean* and ``dense`` is never a candidate for any class (the
+weight stays small; a long prefill may then run slower than bf16); if none does (e.g. int8
+weight-only on a CPU whose int8 kernel is slow), the layer may use ``dense`` for every class
+(never slower than the unpacked model, at its memory cost). ``allow_dense=True``/``False`` or
+``SUREFAST_LOWBIT_DENSE=1``/``0`` fixes it either way.
 
 ``SUREFAST_LOWBIT_KERNEL=<name>`` (or a layer's ``kernel=``) forces one kernel everywhere, for
 tests and benchmarks; ``int4-cpu,dense`` forces the first of a list that can run each layer. A
@@ -42,6 +52,7 @@ if TYPE_CHECKING:
     from surefast.compress.lowbit.linear import PackedLinear, PackedSpec
 
 ENV = "SUREFAST_LOWBIT_KERNEL"
+DENSE_ENV = "SUREFAST_LOWBIT_DENSE"
 AUTO = "auto"
 REPEATS = 3  # timed runs per candidate, after one warm-up: enough to tell kernels 1.3x apart
 CHECK_ROWS = 8  # rows of the first input each candidate is checked on against the fp32 reference
@@ -102,6 +113,18 @@ def forced(names: str, spec: PackedSpec, device: str, dtype: torch.dtype) -> Ker
         raise SurefastError(f"low-bit kernel {reasons[0][0]!r} cannot run {what}: {reasons[0][1]}", hint)
     why = "; ".join(f"{name}: {reason}" for name, reason in reasons)
     raise SurefastError(f"none of the low-bit kernels {names!r} can run {what} ({why})", hint)
+
+
+def dense_default() -> bool | None:
+    """``$SUREFAST_LOWBIT_DENSE``: ``1`` always allows the ``dense`` fallback, ``0`` never, unset: decide per layer."""
+    raw = os.environ.get(DENSE_ENV, "").strip().lower()
+    if raw in ("", "auto"):
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SurefastError(f"{DENSE_ENV}={raw!r} is not 1, 0 or auto", f"unset {DENSE_ENV} to decide per layer")
 
 
 def token_class(m: int) -> str:
@@ -194,12 +217,12 @@ def clear_choices() -> None:
     _MEMORY.clear()
 
 
-def candidates(layer: PackedLinear, device: torch.device, dtype: torch.dtype) -> list[Kernel]:
-    """The kernels the automatic choice measures for ``layer`` (``dense`` only where the layer allows a dense copy)."""
+def candidates(layer: PackedLinear, device: torch.device, dtype: torch.dtype, allow_dense: bool) -> list[Kernel]:
+    """The kernels the automatic choice measures for ``layer`` (``dense`` only when ``allow_dense``)."""
     return [
         k
         for k in KERNELS.values()
-        if k.auto and (layer.allow_dense or k.name != "dense") and k.why_not(layer.spec, device, dtype) is None
+        if k.auto and (allow_dense or k.name != "dense") and k.why_not(layer.spec, device, dtype) is None
     ]
 
 
@@ -272,17 +295,18 @@ def measure(
     return Measurement(min(ms, key=ms.__getitem__), ms, rejected)
 
 
-def choose(layer: PackedLinear, x: torch.Tensor) -> str:
-    """The automatic choice for ``x [M, K]`` on ``layer``: remembered, or measured now."""
+def choose(layer: PackedLinear, x: torch.Tensor, allow_dense: bool) -> str:
+    """The automatic choice for ``x [M, K]`` on ``layer``: remembered, or measured now;
+    ``allow_dense``: whether ``dense`` (a de-quantized copy of the weight) is a candidate."""
     spec, device, dtype = layer.spec, x.device, x.dtype
-    machine, key = machine_key(device), choice_key(spec, dtype, x.shape[0], layer.allow_dense)
+    machine, key = machine_key(device), choice_key(spec, dtype, x.shape[0], allow_dense)
     found = lookup(machine, key)
     if found is not None and found.kernel in KERNELS:
         kernel = KERNELS.get(found.kernel)
-        if (layer.allow_dense or kernel.name != "dense") and kernel.why_not(spec, device, dtype) is None:
+        if (allow_dense or kernel.name != "dense") and kernel.why_not(spec, device, dtype) is None:
             return found.kernel
     if torch.compiler.is_compiling():
         return "dequant-matmul"  # no timing inside a trace; the traced graph is the caller's
-    measured = measure(layer, x, candidates(layer, device, dtype))
+    measured = measure(layer, x, candidates(layer, device, dtype, allow_dense))
     remember(machine, key, measured)
     return measured.kernel

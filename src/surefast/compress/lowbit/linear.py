@@ -99,7 +99,8 @@ class PackedLinear(nn.Module):
     """See the module docstring. ``kernel``: a name from :data:`~.kernels.KERNELS` or ``"auto"``
     (None: ``SUREFAST_LOWBIT_KERNEL``, else auto); ``allow_dense``: whether the automatic choice
     may keep a de-quantized copy of the weight (the ``dense`` kernel: never slower than the
-    unpacked model, at its memory cost)."""
+    unpacked model, at its memory cost); None: ``SUREFAST_LOWBIT_DENSE``, else decided on a
+    one-token decode (:mod:`.choice`, "Memory")."""
 
     qweight: torch.Tensor
     scales: torch.Tensor
@@ -113,7 +114,7 @@ class PackedLinear(nn.Module):
         bias_dtype: torch.dtype = torch.bfloat16,
         device: torch.device | str | None = None,
         kernel: str | None = None,
-        allow_dense: bool = True,
+        allow_dense: bool | None = None,
     ) -> None:
         super().__init__()
         fmt = get_format(spec.format)
@@ -129,6 +130,7 @@ class PackedLinear(nn.Module):
         self.register_buffer("bias", torch.zeros(out, dtype=bias_dtype, device=device) if spec.bias else None)
         self._prepared: dict[tuple[str, str, torch.dtype], Any] = {}  # (kernel, device, dtype) -> its layout
         self._chosen: dict[tuple[str, torch.dtype, str], str] = {}  # (device, dtype, token class) -> kernel
+        self._dense: dict[tuple[str, torch.dtype], bool] = {}  # (device, dtype) -> dense allowed (when decided)
 
     @classmethod
     def from_quantized(
@@ -139,7 +141,7 @@ class PackedLinear(nn.Module):
         format: str = "int4",
         act: ActQuant | None = None,
         kernel: str | None = None,
-        allow_dense: bool = True,
+        allow_dense: bool | None = None,
     ) -> PackedLinear:
         """Pack ``qw``'s codes in ``format`` ("int4", "int8", "w8a8"); ``act``: the per-token
         activation grid (W8A8 defaults to int8 symmetric). Scales and zeros are kept exactly."""
@@ -222,9 +224,24 @@ class PackedLinear(nn.Module):
             return choice.forced(name, self.spec, str(x2.device), x2.dtype)
         local = (str(x2.device), x2.dtype, choice.token_class(x2.shape[0]))
         if local not in self._chosen:
-            self._chosen[local] = choice.choose(self, x2)
+            dense = self.dense_allowed(x2)  # may choose the one-token class itself
+            if local not in self._chosen:
+                self._chosen[local] = choice.choose(self, x2, dense)
             self.release(set(self._chosen.values()))  # the losers' layouts (a dense copy) go
         return KERNELS.get(self._chosen[local])
+
+    def dense_allowed(self, x2: torch.Tensor) -> bool:
+        """Whether the automatic choice may keep a dense copy for ``x2``'s device and dtype: the
+        ``allow_dense`` given, or decided once on a one-token decode (its choice is kept as that class's)."""
+        fixed = self.allow_dense if self.allow_dense is not None else choice.dense_default()
+        if fixed is not None:
+            return fixed
+        where = (str(x2.device), x2.dtype)
+        if where not in self._dense:
+            decode = choice.choose(self, x2[:1], True)
+            self._dense[where] = decode == "dense"
+            self._chosen[(*where, choice.token_class(1))] = decode  # lean candidates would pick it too
+        return self._dense[where]
 
     def run_kernel(self, kernel: Kernel, x2: torch.Tensor) -> torch.Tensor:
         """``kernel`` on ``x2 [M, K]`` -> ``[M, N]``, the activation grid applied as the fake-quant model does."""
@@ -256,6 +273,7 @@ class PackedLinear(nn.Module):
                 self._buffers[name] = old.to(device=new.device)
         self._prepared.clear()
         self._chosen.clear()
+        self._dense.clear()
         return self
 
 
