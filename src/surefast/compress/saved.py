@@ -109,7 +109,10 @@ def _packed_loader(folder: Path | None, packed: dict[str, Any]) -> Any:
     specs = {name: PackedSpec.from_dict(d, f"{folder / JSON_NAME} layer {name}") for name, d in packed.items()}
 
     def load(model: torch.nn.Module) -> None:
-        load_packed_(model, specs, load_file(str(path)), where=str(path))
+        # Owned copies, not views of the memory-mapped file: a kernel may need aligned data (the
+        # mapped tensors sit a few bytes off), and a file rewritten later must not change the model.
+        tensors = {key: t.clone() for key, t in load_file(str(path)).items()}
+        load_packed_(model, specs, tensors, where=str(path))
 
     return load
 

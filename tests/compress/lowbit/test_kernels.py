@@ -234,3 +234,20 @@ def test_cuda_kernels_equal_naive_reference(case: Case, m: int) -> None:
         assert bool(((y - ref).abs() <= bound).all()), name
         ran += 1
     assert ran >= 3  # dequant-matmul, dense and the format's GPU kernel
+
+
+def test_int8_cpu_runs_weights_that_are_not_64_byte_aligned(make_qw) -> None:  # type: ignore[no-untyped-def]
+    """safetensors' memory-mapped tensors sit 8 bytes off; torch's int8 kernel crashed on them (SIGSEGV)."""
+    from surefast.compress.lowbit import PackedLinear
+
+    qw, _ = make_qw(576, 576, bits=8, group_size=0)
+    layer = PackedLinear.from_quantized(qw, None, format="int8", kernel="int8-cpu")
+    raw = torch.empty(layer.qweight.numel() + 8, dtype=torch.int8)
+    off = raw[8:].view_as(layer.qweight)  # 8 bytes past an aligned start
+    off.copy_(layer.qweight)
+    layer.qweight = off
+    assert layer.qweight.data_ptr() % 64 == 8
+    x = torch.randn(8, 576).bfloat16()
+    y = layer(x).float()
+    ref = x.float() @ qw.dequantize().t()
+    assert (y - ref).abs().max() <= 0.02 * ref.abs().max()

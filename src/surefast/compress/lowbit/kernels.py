@@ -76,6 +76,13 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def _aligned(t: torch.Tensor, alignment: int = 64) -> torch.Tensor:
+    """``t`` itself when its data starts on an ``alignment``-byte boundary, else an aligned copy.
+    torch 2.13's ``_weight_int8pack_mm`` crashed (SIGSEGV) on int8 weights 8 bytes off (how
+    safetensors' memory-mapped tensors come); a fresh allocation is 64-byte aligned."""
+    return t if t.data_ptr() % alignment == 0 else t.clone()
+
+
 def _add_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return y if bias is None else y + bias.to(y.dtype)
 
@@ -225,8 +232,8 @@ def _prepare_int8_cpu(layer: PackedLinear, dtype: torch.dtype) -> _Int8:
     # torch 2.13's bf16 path reads past the row end when K % 32 != 0 (it crashed on K = 33 and
     # 100 here): zero-padded codes and activations keep it in bounds and add nothing
     k_padded = _round_up(layer.spec.in_features, 32)
-    codes = _pad_cols(layer.qweight, k_padded).contiguous()
-    return _Int8(codes, layer.scales[:, 0].to(dtype).contiguous())
+    codes = _aligned(_pad_cols(layer.qweight, k_padded).contiguous())
+    return _Int8(codes, _aligned(layer.scales[:, 0].to(dtype).contiguous()))
 
 
 def _run_int8_cpu(state: _Int8, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
