@@ -97,10 +97,9 @@ def _save_packed(model: Any, tokenizer: Any, result: CompressionResult, out: Pat
 
 def _packed_loader(folder: Path | None, packed: dict[str, Any]) -> Any:
     """The ``load_weights`` step of a packed folder's recipe: its layers, then every stored tensor."""
-    from safetensors.torch import load_file
-
     from surefast.compress.lowbit.linear import PackedSpec
     from surefast.compress.lowbit.pack import load_packed_
+    from surefast.compress.lowbit.read import read_safetensors
 
     if folder is None or not (folder / PACKED_WEIGHTS).is_file():
         where = folder / PACKED_WEIGHTS if folder is not None else PACKED_WEIGHTS
@@ -109,10 +108,8 @@ def _packed_loader(folder: Path | None, packed: dict[str, Any]) -> Any:
     specs = {name: PackedSpec.from_dict(d, f"{folder / JSON_NAME} layer {name}") for name, d in packed.items()}
 
     def load(model: torch.nn.Module) -> None:
-        # Owned copies, not views of the memory-mapped file: a kernel may need aligned data (the
-        # mapped tensors sit a few bytes off), and a file rewritten later must not change the model.
-        tensors = {key: t.clone() for key, t in load_file(str(path)).items()}
-        load_packed_(model, specs, tensors, where=str(path))
+        # Owned, aligned tensors read one at a time (not views of a mapped file: lowbit/read.py)
+        load_packed_(model, specs, read_safetensors(path), where=str(path))
 
     return load
 
