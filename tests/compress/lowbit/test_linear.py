@@ -140,3 +140,66 @@ def test_spec_from_dict_names_the_bad_key() -> None:
 def test_group_size_beyond_in_is_per_channel() -> None:
     qw = QuantizedWeight(torch.zeros(2, 10, dtype=torch.int8), torch.ones(2, 1), None, 4, 1000)
     assert PackedLinear.from_quantized(qw, None).spec.group_size == 10
+
+
+# --- one copy of the codes: int4-cpu's layout stands in for qweight -----------------------------
+
+AVX512 = torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX")
+
+
+def int4_cpu_layer(out: int = 128, inn: int = 200, symmetric: bool = True) -> tuple[PackedLinear, QuantizedWeight]:
+    qw, _ = quantized(out, inn, 4, 64, symmetric)
+    return PackedLinear.from_quantized(qw, torch.randn(out), format="int4", kernel="int4-cpu"), qw
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_an_int4_cpu_layer_holds_its_codes_once_and_reads_them_back_exactly(symmetric: bool) -> None:
+    layer, qw = int4_cpu_layer(symmetric=symmetric)
+    stored = layer.qweight.clone()
+    keys = list(layer.state_dict())
+    x = torch.randn(3, 200).bfloat16()
+    y = layer(x)
+    if not AVX512:  # another tile order: both copies are kept, nothing else changes
+        assert not layer.codes_dropped and torch.equal(layer.qweight, stored)
+        return
+    assert layer.codes_dropped and layer._buffers["qweight"] is None
+    assert torch.equal(layer.qweight, stored)  # rebuilt from the kernel layout, exactly
+    assert list(layer.state_dict()) == keys and torch.equal(layer.state_dict()["qweight"], stored)
+    back = layer.to_quantized()
+    assert torch.equal(back.codes, qw.codes) and torch.equal(layer.dequantize(), qw.dequantize())
+    assert torch.equal(layer(x), y)
+    codes_bytes = 128 * 100
+    assert layer.resident_bytes() < layer.weight_bytes() + codes_bytes  # not codes twice
+
+
+def test_a_dropped_layer_moves_loads_and_runs_other_kernels_with_its_codes() -> None:
+    layer, qw = int4_cpu_layer()
+    stored = layer.qweight.clone()
+    x = torch.randn(2, 200)
+    layer(x.bfloat16())
+    layer.float()  # a move restores the codes first
+    assert torch.equal(layer.qweight, stored) and layer._buffers["qweight"] is not None
+    y = layer(x)  # fp32 activations: int4-cpu again, dropped again (on AVX512)
+    assert layer.codes_dropped == AVX512
+    twin, _ = int4_cpu_layer()
+    twin(x)
+    twin.load_state_dict(layer.state_dict())
+    assert torch.equal(twin.qweight, stored) and torch.allclose(twin(x), y)
+    layer.kernel = "dequant-matmul"  # a kernel that reads qweight: the codes are stored again
+    assert torch.allclose(layer(x), x @ qw.dequantize().t() + layer.bias.float(), atol=1e-4)
+    assert not layer.codes_dropped and torch.equal(layer.qweight, stored)
+
+
+def test_codes_are_kept_when_the_kernel_layout_cannot_rebuild_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    import surefast.compress.lowbit.linear as linear_mod
+
+    odd, _ = int4_cpu_layer(out=48)  # N' = 48: a partial 64-row block, another tile order
+    odd(torch.randn(1, 200).bfloat16())
+    assert not odd.codes_dropped and odd._buffers["qweight"] is not None
+
+    wrong = lambda state, inn, sym: torch.zeros(128, 100, dtype=torch.uint8)  # noqa: E731
+    monkeypatch.setattr(linear_mod, "int4_cpu_stored", wrong)
+    layer, _ = int4_cpu_layer()
+    stored = layer.qweight.clone()
+    layer(torch.randn(1, 200).bfloat16())
+    assert not layer.codes_dropped and torch.equal(layer.qweight, stored)  # checked before dropping

@@ -35,7 +35,14 @@ import torch
 import torch.nn.functional as F
 
 from surefast.compress.lowbit.formats import dequantize_packed
-from surefast.compress.lowbit.int4 import OFFSET, kernel_group, padded_nibbles, tinygemm_bytes, torch_scale_zero
+from surefast.compress.lowbit.int4 import (
+    OFFSET,
+    kernel_group,
+    pack_int4,
+    padded_nibbles,
+    tinygemm_bytes,
+    torch_scale_zero,
+)
 from surefast.compress.lowbit.w8a8 import quantize_tokens, w8a8_product
 from surefast.registry import Registry, dashed
 
@@ -170,6 +177,30 @@ def _prepare_int4_cpu(layer: PackedLinear, dtype: torch.dtype) -> _Int4:
     return _Int4(packed, sz, group, k_padded, layer.spec.out_features)
 
 
+def int4_cpu_stored(state: _Int4, in_features: int, symmetric: bool) -> torch.Tensor | None:
+    """Our stored ``qweight`` (uint8 ``[N, ceil(K/2)]``) rebuilt from ``int4-cpu``'s own layout, or
+    None where that layout is not the one this inverse knows.
+
+    torch's CPU int4 packing (``weight_to_int4pack_kernel`` in ATen's ``int4mm_kernel.cpp``) is a
+    pure reordering of the nibbles, and with AVX512 it stores each block of 64 output rows as
+    ``[K, 32]`` bytes whose low nibble is row ``j`` and high nibble row ``j + 32``. AVX2 builds use
+    blocks of 32, and partial blocks another order: there (``N'`` not a multiple of 64, or a CPU
+    without AVX512) this returns None, and the caller keeps its stored codes. The caller checks
+    the result against the stored codes before relying on it.
+    """
+    packed = state.packed  # uint8 [N', K'/2]
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AVX512_BF16", "AMX"):
+        return None
+    n_padded, half = packed.shape
+    if n_padded % 64 or packed.dtype != torch.uint8 or not packed.is_contiguous():
+        return None
+    blocks = packed.view(n_padded // 64, 2 * half, 32)  # [N'/64, K', 32]
+    u = torch.cat([blocks & 0x0F, blocks >> 4], dim=2)  # [N'/64, K', 64]: rows j and j + 32 of each block
+    u = u.permute(0, 2, 1).reshape(n_padded, 2 * half)[: state.n, :in_features]  # [N, K] unsigned nibbles
+    codes = u.to(torch.int16) - (OFFSET if symmetric else 0)
+    return pack_int4(codes.to(torch.int8), symmetric)
+
+
 def _run_int4_cpu(state: _Int4, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     xp = _pad_cols(x, state.k_padded).contiguous()
     y = torch.ops.aten._weight_int4pack_mm_for_cpu(xp, state.packed, state.group, state.scale_zero)
@@ -265,7 +296,8 @@ def _prepare_int_mm(layer: PackedLinear, dtype: torch.dtype) -> _IntMM:
     q = layer.qweight  # int8 [N, K]
     pad_to = 8 if q.is_cuda else 1
     n, k = q.shape
-    qp = F.pad(q, (0, _round_up(k, pad_to) - k, 0, _round_up(n, pad_to) - n))
+    # no copy where no padding is needed (the CPU): the stored codes are the operand
+    qp = q if pad_to == 1 else F.pad(q, (0, _round_up(k, pad_to) - k, 0, _round_up(n, pad_to) - n))
     rowsum = q.to(torch.int32).sum(1)  # [N]
     return _IntMM(qp.t(), layer.scales[:, 0].float(), rowsum, layer.spec.act, n, pad_to)
 

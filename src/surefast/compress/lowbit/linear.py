@@ -13,10 +13,18 @@ quantizer chose; the bias follows the model's dtype, as an ``nn.Linear``'s would
 machine for the input's shape class (:mod:`.choice`). With an activation grid (``act``: W8A8, or
 a QuaRot/SmoothQuant layer) the input is quantized per token as the fake-quant model does.
 While autograd records (``x.requires_grad``) the differentiable ``dequant-matmul`` runs.
+
+One copy of the codes: torch's int4 CPU kernel keeps the nibbles in its own tile order, a copy
+as large as ``qweight``. While ``int4-cpu`` is the only kernel a layer has prepared, the layer
+drops its stored ``qweight`` and rebuilds it from the kernel's layout whenever it is read
+(``state_dict``, saving, export, ``dequantize``): exactly, since the layout is a reordering
+(:func:`~.kernels.int4_cpu_stored`, checked against the stored codes before they are dropped).
+Any other kernel's preparation, a move (``.to``) or ``load_state_dict`` restores it first.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -26,7 +34,7 @@ from torch import nn
 from surefast.compress.lowbit import choice
 from surefast.compress.lowbit.codes import QuantizedWeight
 from surefast.compress.lowbit.formats import FORMATS, dequantize_packed, get_format
-from surefast.compress.lowbit.kernels import KERNELS, Kernel
+from surefast.compress.lowbit.kernels import KERNELS, Kernel, int4_cpu_stored
 from surefast.compress.lowbit.w8a8 import ActQuant
 from surefast.compress.quant.fake import check_bits, fake_quant_tokens
 from surefast.errors import SurefastError
@@ -95,6 +103,9 @@ class PackedSpec:
         return f"{self.format} {self.bits}-bit {grid} {groups} [{self.out_features} x {self.in_features}]{act}"
 
 
+INT4_CPU = "int4-cpu"  # the kernel whose layout can stand in for the stored codes
+
+
 class PackedLinear(nn.Module):
     """See the module docstring. ``kernel``: a name from :data:`~.kernels.KERNELS` or ``"auto"``
     (None: ``SUREFAST_LOWBIT_KERNEL``, else auto); ``allow_dense``: whether the automatic choice
@@ -131,6 +142,9 @@ class PackedLinear(nn.Module):
         self._prepared: dict[tuple[str, str, torch.dtype], Any] = {}  # (kernel, device, dtype) -> its layout
         self._chosen: dict[tuple[str, torch.dtype, str], str] = {}  # (device, dtype, token class) -> kernel
         self._dense: dict[tuple[str, torch.dtype], bool] = {}  # (device, dtype) -> dense allowed (when decided)
+        self._rebuild: Any = None  # () -> qweight, while the stored codes are dropped (module docstring)
+        self._keep_codes = False  # the kernel layout could not rebuild them: never drop again
+        self._register_state_dict_hook(_restore_in_state_dict)
 
     @classmethod
     def from_quantized(
@@ -183,12 +197,28 @@ class PackedLinear(nn.Module):
         return dequantize_packed(s.format, self.qweight, self.scales, self.zeros, s.in_features, s.bits, s.group_size)
 
     def weight_bytes(self) -> int:
-        """Bytes of the stored weight: packed codes, scales, zero points (not the bias)."""
-        return sum(t.numel() * t.element_size() for t in (self.qweight, self.scales, self.zeros) if t is not None)
+        """Bytes of the stored weight, as a packed folder holds it: codes, scales, zero points (not the bias)."""
+        fmt = get_format(self.spec.format)
+        rows, cols = fmt.packed_shape(self.out_features, self.in_features)
+        codes = rows * cols * torch.empty((), dtype=fmt.packed_dtype).element_size()
+        return codes + sum(t.numel() * t.element_size() for t in (self.scales, self.zeros) if t is not None)
+
+    @property
+    def codes_dropped(self) -> bool:
+        """Whether ``qweight`` is now rebuilt from the int4 kernel's layout on each read (module docstring)."""
+        return self._rebuild is not None
+
+    def resident_bytes(self) -> int:
+        """Bytes this layer holds in memory now: its buffers (``qweight`` unless dropped) and the kernels' layouts."""
+        present = [t for t in self._buffers.values() if t is not None]
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in present}
+        for state in self._prepared.values():
+            storages.update({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in _tensors(state)})
+        return sum(storages.values())
 
     def prepared_bytes(self) -> int:
         """Bytes the kernels' own layouts hold beside the stored buffers (e.g. a ``dense`` weight)."""
-        own = {t.untyped_storage().data_ptr() for t in (self.qweight, self.scales, self.zeros) if t is not None}
+        own = {t.untyped_storage().data_ptr() for t in self._buffers.values() if t is not None}
         return sum(
             t.untyped_storage().nbytes()
             for state in self._prepared.values()
@@ -252,19 +282,64 @@ class PackedLinear(nn.Module):
 
     def prepared(self, kernel: Kernel, dtype: torch.dtype) -> Any:
         """``kernel``'s layout of this layer for ``dtype`` activations, built once."""
-        key = (kernel.name, str(self.qweight.device), dtype)
+        key = (kernel.name, str(self.scales.device), dtype)
         if key not in self._prepared:
+            if kernel.name != INT4_CPU:
+                self.restore_codes()  # a kernel that reads qweight holds it: keep it stored, not rebuilt
             self._prepared[key] = kernel.prepare(self, dtype)
+            if kernel.name == INT4_CPU:
+                self.drop_codes()  # only when it is the one layout held
         return self._prepared[key]
 
     def release(self, keep: set[str]) -> None:
-        """Drop the prepared layouts of every kernel not in ``keep`` (after a choice)."""
+        """Drop the prepared layouts of every kernel not in ``keep`` (after a choice); then, if
+        ``int4-cpu`` alone is left, drop the stored codes it duplicates (module docstring)."""
         for key in [k for k in self._prepared if k[0] not in keep]:
             del self._prepared[key]
+        self.drop_codes()
+
+    def drop_codes(self) -> bool:
+        """Drop ``qweight`` if the one prepared layout is ``int4-cpu``'s and rebuilds it exactly; returns whether dropped."""
+        if self._rebuild is not None:
+            return True
+        if self._keep_codes or len(self._prepared) != 1:
+            return False
+        (name, _, _), state = next(iter(self._prepared.items()))
+        if name != INT4_CPU:
+            return False
+        rebuild = functools.partial(int4_cpu_stored, state, self.in_features, self.spec.symmetric)
+        rebuilt, stored = rebuild(), self._buffers["qweight"]
+        if rebuilt is None or stored is None or not torch.equal(rebuilt, stored):
+            self._keep_codes = True  # another layout (an AVX2 build): keep both copies
+            return False
+        self._buffers["qweight"] = None
+        self._rebuild = rebuild
+        return True
+
+    def restore_codes(self) -> None:
+        """Store ``qweight`` again (rebuilt from the kernel layout) if it was dropped."""
+        if self._rebuild is not None:
+            self._buffers["qweight"] = self._rebuild()
+            self._rebuild = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "qweight":
+            rebuild = self.__dict__.get("_rebuild")
+            if rebuild is not None:
+                return rebuild()  # [out, ceil(in / 2)] uint8, a fresh copy each read
+        return super().__getattr__(name)
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        self.restore_codes()
+        self._prepared.clear()
+        self._chosen.clear()
+        self._dense.clear()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _apply(self, fn: Any, recurse: bool = True) -> PackedLinear:
         # Scales and zero points must stay fp32 through model.to(dtype)/.half(): take only the
         # device from `fn`. Kernel layouts belong to the old device or dtype: rebuild on use.
+        self.restore_codes()
         kept = {name: getattr(self, name) for name in ("scales", "zeros")}
         super()._apply(fn, recurse)
         for name, old in kept.items():
@@ -275,6 +350,17 @@ class PackedLinear(nn.Module):
         self._chosen.clear()
         self._dense.clear()
         return self
+
+
+def _restore_in_state_dict(module: nn.Module, state: dict[str, Any], prefix: str, local: Any) -> None:
+    """``state_dict`` of a layer whose codes are dropped still holds ``qweight`` (rebuilt), in buffer order."""
+    if isinstance(module, PackedLinear) and module.codes_dropped:
+        items = list(state.items())
+        state.clear()
+        for key, value in items:
+            if key == f"{prefix}scales":
+                state[f"{prefix}qweight"] = module.qweight
+            state[key] = value
 
 
 def _tensors(state: Any) -> list[torch.Tensor]:
