@@ -177,6 +177,7 @@ PLAN_CASES: dict[str, tuple[str, str]] = {
     "data": ("data: 5", "data"),
     "calibration": ("calibration: {n_samples: 0}", "calibration: n_samples"),
     "dtype": ("dtype: fp8", "dtype"),
+    "deployment": ("deployment: 3", "deployment: expected true or false"),
     "batch_tokens": ("batch_tokens: 0", "batch_tokens"),
     "skip_malformed": ("skip_malformed: 'yes'", "skip_malformed"),
 }

@@ -18,6 +18,7 @@ Example (``examples/demo_study.yaml`` is the one ``make demo`` runs)::
     splits: 100
     bootstrap: 200                # item-bootstrap replicates behind the intervals; 0: none
     calibration: {n_samples: 32, seq_len: 256}
+    deployment: true              # pack each quantized model after scoring: weight bytes, decode tok/s
     # also: seed, shots, chat, data, dtype (bf16, fp16, fp32), batch_tokens, skip_malformed
 
 Sweep labels end in their level (``wanda-30``), which is how reports find sweeps. The run id is
@@ -74,6 +75,7 @@ class StudyPlan:
     calibration: tuple[tuple[str, Any], ...] = ()
     dtype: str = "bf16"
     source: str = ""  # the file it came from, for messages
+    deployment: bool = True  # measure each job's weight bytes and decode speed (packed where it packs)
 
     @property
     def run_id(self) -> str:
@@ -115,6 +117,7 @@ KNOWN_KEYS = (
     "data",
     "calibration",
     "dtype",
+    "deployment",
     "batch_tokens",
     "skip_malformed",
 )
@@ -339,6 +342,9 @@ def plan_from_dict(data: dict[str, Any], source: str = "") -> StudyPlan:
     dtype = _get(data, "dtype", "bf16")
     if dtype not in DTYPES:
         raise SurefastError(f"{_where(source, 'dtype')}: unknown dtype {dtype!r}", f"choose from {', '.join(DTYPES)}")
+    deployment = _get(data, "deployment", True)
+    if not isinstance(deployment, bool):
+        raise SurefastError(f"{_where(source, 'deployment')}: expected true or false, got {deployment!r}")
     name = data.get("name")
     if name is not None and not (isinstance(name, str) or _is_number(name)):
         raise SurefastError(f"{_where(source, 'name')}: expected text, got {name!r}")
@@ -348,7 +354,7 @@ def plan_from_dict(data: dict[str, Any], source: str = "") -> StudyPlan:
         except SurefastError as exc:
             raise SurefastError(f"{_where(source, f'models[{i}]')}: {exc.message}", exc.hint) from None
     name = str(name or (Path(source).stem if source else "study"))
-    return StudyPlan(name, tuple(models), tuple(comps), bench, calibration, dtype, source)
+    return StudyPlan(name, tuple(models), tuple(comps), bench, calibration, dtype, source, deployment)
 
 
 def load_plan(path: Path | str, overrides: dict[str, Any] | None = None) -> StudyPlan:

@@ -102,15 +102,16 @@ def run_job(
     # loaded again, and the scale analysis needs every model's size.
     with run.editing_meta() as meta:
         meta.setdefault("model_params", {})[model] = params
-    comp_fp, comp_seconds = "none", 0.0
+    comp_fp, comp_seconds, config = "none", 0.0, None
     if not comp.is_dense:
         from surefast.compress import CalibrationConfig, compress_
 
         if status:
             status(f"{model}: compressing with {comp.label}")
+        config = comp.config()
         result = compress_(
             loaded.model,
-            comp.config(),
+            config,
             CalibrationConfig(**dict(plan.calibration)),
             tokenizer=loaded.tokenizer,
             base_fingerprint=loaded.fingerprint,
@@ -127,6 +128,8 @@ def run_job(
         compression_fp=comp_fp,
         progress=progress,
     )
+    if plan.deployment:
+        _deployment(run, loaded, f"{model}|{comp.label}", config, status)
     del loaded
     gc.collect()  # one model in memory at a time
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -190,6 +193,20 @@ def run_study_ray(
             on_job(outcome)
     run.update_meta(status="done", finished=time.time())
     return run
+
+
+def _deployment(run: Run, loaded: Any, key: str, config: Any, status: JobProgress | None) -> None:
+    """Measure what the job's model costs to serve, once (kept in the run's metadata under
+    ``deployment``; the report shows it beside accuracy). After scoring: packing changes the model."""
+    if key in run.read_meta().get("deployment", {}):
+        return
+    from surefast.compress.lowbit.deploy import measure_deployment
+
+    if status:
+        status(f"{key.replace('|', ' / ')}: measuring deployment (weight bytes, decode speed)")
+    measured = measure_deployment(loaded.model, loaded.tokenizer, config)
+    with run.editing_meta() as meta:
+        meta.setdefault("deployment", {})[key] = measured
 
 
 def _record(run: Run, outcome: JobOutcome) -> None:

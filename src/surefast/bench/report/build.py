@@ -88,6 +88,18 @@ def load_rows(store: Store, run_ids: list[str]) -> tuple[list[dict[str, Any]], d
     return rows, sizes
 
 
+def load_deployment(store: Store, run_ids: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
+    """``(model, compression label)`` -> what the study measured of serving it (``deployment`` in the
+    runs' metadata, :func:`surefast.compress.lowbit.deploy.measure_deployment`); empty for bench runs."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for run_id in run_ids:
+        for key, value in store.run(run_id).read_meta().get("deployment", {}).items():
+            model, _, label = str(key).rpartition("|")
+            if isinstance(value, dict):
+                out[(model, "" if label == "dense" else label)] = value
+    return out
+
+
 def default_report_dir(store: Store, run_id: str) -> Path:
     """``<store>/../reports/<run id>``: beside the results (``$SUREFAST_HOME/reports`` by default),
     not in whatever folder the command ran from."""
@@ -97,12 +109,19 @@ def default_report_dir(store: Store, run_id: str) -> Path:
 def build_report(store: Store, run_ids: list[str], out_dir: Path, title: str = "surefast report") -> Path:
     """Write ``report.html`` (self-contained) and ``report.md`` (+ PNGs) into ``out_dir``; return the HTML path."""
     rows, sizes = load_rows(store, run_ids)
+    deployment = load_deployment(store, run_ids)
     alpha = min({float(r["alpha"]) for r in rows}, key=lambda a: abs(a - 0.1))
     cells = cells_from_rows(rows, alpha=alpha)
     ds = deltas(cells)
     refused = unpaired(cells)
     dec = decoupling(ds)
-    sections = [_main_table(cells), _task_tables(cells), _scatter(ds), *_sweeps(cells), _coverage(cells, alpha)]
+    sections = [
+        _main_table(cells, deployment),
+        _task_tables(cells),
+        _scatter(ds),
+        *_sweeps(cells),
+        _coverage(cells, alpha),
+    ]
     scale = [row for members in families(sizes).values() for row in scale_rows(ds, members)]
     text = findings_mod.findings(cells, ds, dec, scale, sweeps_from_labels({k.compression for k in cells}), alpha)
     text += findings_mod.not_compared(refused)
@@ -166,11 +185,31 @@ def _pm(cell: Cell, metric: str, pct: bool) -> str:
     return f"{text} +- {half:.2f}"
 
 
-def _main_table(cells: Cells) -> Section:
+def _main_table(cells: Cells, deployment: dict[tuple[str, str], dict[str, Any]] | None = None) -> Section:
+    """Accuracy, coverage and set size per (model, compression); with a study's deployment
+    measurements also the weight bytes held and the decode speed, packed where the codes pack."""
     keys = sorted(k for k in cells if k.task == ALL_TASKS)
     rows = [[k.model, k.compression or "dense", *(_pm(cells[k], m, m != "mean_set_size") for m in _MAIN)] for k in keys]
-    h, m = _table(["model", "compression", "Acc (%)", "Cov (%)", "SS"], rows)
-    return Section("Main table (averaged over tasks)", h, m)
+    header = ["model", "compression", "Acc (%)", "Cov (%)", "SS"]
+    if deployment:
+        header += ["weights (MB)", "decode tok/s", "runs as"]
+        for k, row in zip(keys, rows, strict=True):
+            d = deployment.get((k.model, k.compression))
+            if d is None:
+                row += ["-", "-", "-"]
+                continue
+            runs_as = ", ".join(d.get("formats", {})) or ("bf16" if not k.compression else "bf16 (not packed)")
+            row += [f"{d['weight_bytes'] / 1e6:,.0f}", f"{d['decode_tok_s']:.1f}", runs_as]
+    h, m = _table(header, rows)
+    note = ""
+    if deployment:
+        threads = ", ".join(str(t) for t in sorted({int(d.get("threads", 0)) for d in deployment.values()}))
+        note = (
+            " Weights: the bytes the model holds in memory as it runs (packed codes, scales, kernel layouts, "
+            f"embeddings); decode: median one-token decode with a KV cache on this machine ({threads} threads), "
+            "measured once per model after scoring."
+        )
+    return Section("Main table (averaged over tasks)", h + (f"<p>{html.escape(note)}</p>" if note else ""), m + note)
 
 
 _MAIN = ("accuracy", "coverage", "mean_set_size")
