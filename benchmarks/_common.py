@@ -22,11 +22,36 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     body = {
         **payload,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine_facts(),
+        "machine": {**machine_facts(), **cpu_facts()},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     path.write_text(json.dumps(body, indent=2, default=float) + "\n")
     return path
+
+
+def cpu_facts() -> dict[str, Any]:
+    """What decides CPU kernel speed: the model, torch's capability, the matrix-unit flags, threads, load."""
+    import os
+
+    import torch
+
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "unknown":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "avx_vnni")
+    return {
+        "cpu_model": model,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": [f for f in wanted if f in flags],
+        "threads": torch.get_num_threads(),
+        "load_average_at_end": list(os.getloadavg()),
+    }
 
 
 def bf16_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
