@@ -36,8 +36,26 @@ def generate(
     with progress_bar() as progress:
         loaded = load_model(parsed, dtype=dtype, progress=progress)
     limit = new_token_limit(loaded, model, prompt, max_new_tokens)
-    text, _ = greedy_answer(loaded.model, loaded.tokenizer, prompt, limit)
+    t0 = time.perf_counter()
+    text, n = greedy_answer(loaded.model, loaded.tokenizer, prompt, limit)
+    dt = time.perf_counter() - t0
     write_verbatim(text)
+    err.print(f"[dim]{escape(speed_line(loaded.model, n, dt))}[/]", highlight=False)
+
+
+def speed_line(model: Any, tokens: int, seconds: float) -> str:
+    """``48 tokens, 20.1 tokens/s; weights 735 MB (packed: int4 x168)``: what a run cost, on stderr."""
+    from surefast.compress.lowbit.choice import measured_here
+    from surefast.compress.lowbit.deploy import resident_bytes
+    from surefast.compress.lowbit.pack import packed_report
+
+    report = packed_report(model)
+    kind = ", ".join(f"{k} x{n}" for k, n in report.count().items())
+    what = f"packed: {kind}" if kind else str(model.dtype).removeprefix("torch.")
+    line = f"{tokens} tokens, {tokens / max(seconds, 1e-9):.1f} tokens/s; weights {resident_bytes(model) / 1e6:,.0f} MB ({what})"
+    if measured_here():
+        line += f"; includes choosing low-bit kernels for this machine ({measured_here()} shapes measured, kept for next time)"
+    return line
 
 
 def demo(

@@ -165,6 +165,7 @@ def test_compress_pack_info_and_generate(cli, tmp_path, monkeypatch) -> None:  #
     assert "packed layers 0.05 MB (bf16 0.15 MB, 0.31x)" in text
     said = cli("generate", "--model", str(out), "--max-new-tokens", "4", "hello")
     assert said.returncode == 0, said.stderr
+    assert "tokens/s; weights" in said.stderr and "(packed: int4 x14)" in said.stderr  # what it cost, on stderr
     sq = ("--model", "tiny:llama", "--method", "smoothquant", "--n-samples", "4", "--seq-len", "32")
     w8a8 = cli("compress", *sq, "--pack-format", "w8a8", "--out", str(tmp_path / "w8a8"))  # --pack implied
     assert w8a8.returncode == 0 and "(w8a8 x14)" in w8a8.stdout, w8a8.stderr

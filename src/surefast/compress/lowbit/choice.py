@@ -70,6 +70,12 @@ class Measurement:
 
 
 _MEMORY: dict[tuple[str, str], Measurement] = {}
+_MEASURED = [0]  # measurements made by this process (for "includes choosing kernels" notes)
+
+
+def measured_here() -> int:
+    """How many shape classes this process has measured (0: every choice came from the cache)."""
+    return _MEASURED[0]
 
 
 def check_name(name: str, where: str = "kernel") -> str:
@@ -308,5 +314,6 @@ def choose(layer: PackedLinear, x: torch.Tensor, allow_dense: bool) -> str:
     if torch.compiler.is_compiling():
         return "dequant-matmul"  # no timing inside a trace; the traced graph is the caller's
     measured = measure(layer, x, candidates(layer, device, dtype, allow_dense))
+    _MEASURED[0] += 1
     remember(machine, key, measured)
     return measured.kernel

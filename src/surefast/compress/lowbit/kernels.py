@@ -38,7 +38,6 @@ from surefast.compress.lowbit.formats import dequantize_packed
 from surefast.compress.lowbit.int4 import (
     OFFSET,
     kernel_group,
-    pack_int4,
     padded_nibbles,
     tinygemm_bytes,
     torch_scale_zero,
@@ -196,9 +195,14 @@ def int4_cpu_stored(state: _Int4, in_features: int, symmetric: bool) -> torch.Te
         return None
     blocks = packed.view(n_padded // 64, 2 * half, 32)  # [N'/64, K', 32]
     u = torch.cat([blocks & 0x0F, blocks >> 4], dim=2)  # [N'/64, K', 64]: rows j and j + 32 of each block
-    u = u.permute(0, 2, 1).reshape(n_padded, 2 * half)[: state.n, :in_features]  # [N, K] unsigned nibbles
-    codes = u.to(torch.int16) - (OFFSET if symmetric else 0)
-    return pack_int4(codes.to(torch.int8), symmetric)
+    u = u.permute(0, 2, 1).reshape(n_padded, 2 * half)[: state.n]  # uint8 [N, K'] stored nibbles, as ours
+    k = in_features
+    if k % 2:  # our odd row ends in one padding nibble: code 0 / the grid bottom (the kernel padded with 8)
+        u = u[:, : k + 1].clone()
+        u[:, k] = OFFSET if symmetric else 0
+    else:
+        u = u[:, :k]
+    return u[:, 0::2] | (u[:, 1::2] << 4)  # [N, ceil(K/2)]: low nibble = even channel (int4.py)
 
 
 def _run_int4_cpu(state: _Int4, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
