@@ -131,7 +131,7 @@ def _from_pretrained(
         if hasattr(config, "vision_config"):  # VLMs load through their own head
             cls = transformers.AutoModelForImageTextToText
         if empty:
-            model = _empty_model(cls, config, dtype)
+            model = empty_model(cls, config, dtype)
             if (Path(source) / "generation_config.json").is_file():
                 model.generation_config = transformers.GenerationConfig.from_pretrained(source)
         else:
@@ -148,7 +148,7 @@ def _from_pretrained(
     return (model if empty else model.to(device)).eval(), tokenizer
 
 
-def _empty_model(cls: Any, config: Any, dtype: torch.dtype) -> Any:
+def empty_model(cls: Any, config: Any, dtype: torch.dtype) -> Any:
     """``cls`` built from ``config`` with every parameter on the meta device: nothing allocated, not
     even briefly (accelerate's ``init_empty_weights`` creates each weight on the CPU, then moves
     it). The non-persistent buffers no file holds (rotary frequencies, Gemma's embedding scale) are

@@ -380,3 +380,26 @@ def test_reader_refusals(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"quantization_config": qc}))
     with pytest.raises(SurefastError, match=r"config_groups\.g: float weights are not supported"):
         read_compressed_tensors(tmp_path)
+
+
+@pytest.mark.parametrize("method", ["rtn", "smoothquant"])
+def test_a_compressed_tensors_folder_loads_as_our_packed_model(tmp_path, tiny, calib_ids, monkeypatch, method):
+    """Our reader back to the same packed model: the same layers, formats and codes, the same logits."""
+    from surefast.compress import compress_, make_config
+    from surefast.compress.lowbit.import_ct import load_compressed_tensors
+    from surefast.compress.lowbit.pack import model_codes, pack_, packed_report
+
+    monkeypatch.setenv("SUREFAST_LOWBIT_KERNEL", "dequant-matmul")
+    model = tiny("llama")
+    options = {"bits": 4, "group_size": 32} if method == "rtn" else {}
+    compress_(model, make_config(method, **options), calib_ids)
+    codes = model_codes(model)
+    export_compressed_tensors(model, codes, None, tmp_path / "ct")  # an fp32 model: fp32 scales, exact
+    pack_(model)
+    back, _ = load_compressed_tensors(tmp_path / "ct", dtype=torch.float32)
+    assert packed_report(back).count() == packed_report(model).count() == {"int4" if method == "rtn" else "w8a8": 14}
+    for name, qw in model_codes(back).items():
+        assert torch.equal(qw.codes, codes[name].codes) and torch.equal(qw.dequantize(), codes[name].dequantize())
+    ids = torch.randint(0, 200, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(back(ids).logits, model(ids).logits)

@@ -158,3 +158,41 @@ def read_compressed_tensors(folder: str | Path) -> CTCheckpoint:
         codes[name] = decode_weight(local, schemes_by_group[key], fmt, f"{config_path}: {name}")
         schemes[name] = schemes_by_group[key]
     return CTCheckpoint(codes, schemes, tensors, config)
+
+
+def load_compressed_tensors(folder: str | Path, *, dtype: torch.dtype = torch.bfloat16) -> tuple[Any, CTCheckpoint]:
+    """A compressed-tensors ``folder`` as our packed model: ``(model, checkpoint)``.
+
+    The model is built empty from ``config.json`` (its ``quantization_config`` left out, so
+    transformers does not install compressed-tensors' own modules), every quantized linear
+    becomes a :class:`~.linear.PackedLinear` holding the file's codes (``w8a8`` where the group
+    quantizes activations, else ``int4`` for codes of at most 4 bits, else ``int8``), and every
+    other tensor is assigned as stored (cast to ``dtype``). No dense weight of a packed layer is
+    allocated (:func:`~.pack.load_packed_`).
+    """
+    import transformers
+
+    from surefast.compress.lowbit.formats import get_format
+    from surefast.compress.lowbit.linear import PackedSpec
+    from surefast.compress.lowbit.pack import load_packed_
+    from surefast.compress.lowbit.w8a8 import ActQuant
+    from surefast.models.load import empty_model
+
+    ckpt = read_compressed_tensors(folder)
+    config_dict = {k: v for k, v in ckpt.config.items() if k != "quantization_config"}
+    config = transformers.AutoConfig.for_model(**config_dict)
+    model = empty_model(transformers.AutoModelForCausalLM, config, dtype)
+    specs: dict[str, PackedSpec] = {}
+    tensors = dict(ckpt.tensors)
+    for name, qw in ckpt.codes.items():
+        scheme = ckpt.schemes[name]
+        act = ActQuant(scheme.act_bits) if scheme.act_bits is not None else None
+        fmt = "w8a8" if act is not None else "int4" if qw.bits <= 4 else "int8"
+        bias = f"{name}.bias" in tensors
+        specs[name] = PackedSpec(fmt, qw.shape[1], qw.shape[0], qw.bits, qw.group_size, qw.symmetric, bias, act)
+        tensors[f"{name}.qweight"] = get_format(fmt).pack(qw.codes, qw.symmetric)
+        tensors[f"{name}.scales"] = qw.scales
+        if qw.zeros is not None:
+            tensors[f"{name}.zeros"] = qw.zeros
+    load_packed_(model, specs, tensors, where=str(Path(folder)))
+    return model.eval(), ckpt
