@@ -89,7 +89,7 @@ def info(
         "spec": f"{loaded.spec.raw} ({loaded.spec.kind})",
         "folder": str(loaded.path or "-"),
         "architecture": f"{model.config.model_type} ({type(model).__name__})",
-        "parameters": f"{sum(p.numel() for p in model.parameters()):,}",
+        "parameters": f"{parameter_count(model):,}",
         "dtype / device": f"{model.dtype} / {model.device}",
         "vocabulary": f"{len(loaded.tokenizer):,}",
         "fingerprint": loaded.fingerprint,
@@ -99,6 +99,14 @@ def info(
     for key, value in rows.items():
         table.add_row(key, escape(value))
     console.print(table)
+
+
+def parameter_count(model: Any) -> int:
+    """Weights of the model, a packed layer's counted as its ``out x in`` codes (they are buffers, not parameters)."""
+    from surefast.compress.lowbit.pack import packed_report
+
+    packed = sum(layer.spec.in_features * layer.spec.out_features for layer in packed_report(model).layers)
+    return sum(p.numel() for p in model.parameters()) + packed
 
 
 def compression_rows(model: Any, folder: Path | None) -> dict[str, str]:

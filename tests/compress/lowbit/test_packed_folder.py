@@ -163,6 +163,10 @@ def test_compress_pack_info_and_generate(cli, tmp_path, monkeypatch) -> None:  #
     text = " ".join(info.stdout.split())
     assert "gptq (packed weights)" in text and "int4 x14" in text and "4-bit sym g32 x14" in text
     assert "packed layers 0.05 MB (bf16 0.15 MB, 0.31x)" in text
+    dense = cli("models", "info", "tiny:llama")
+    count = next(line for line in dense.stdout.splitlines() if "parameters" in line).split()[-2]
+    packed_line = next(line for line in info.stdout.splitlines() if "parameters" in line)
+    assert count in packed_line  # packed codes count as the weights they are
     said = cli("generate", "--model", str(out), "--max-new-tokens", "4", "hello")
     assert said.returncode == 0, said.stderr
     assert "tokens/s; weights" in said.stderr and "(packed: int4 x14)" in said.stderr  # what it cost, on stderr
