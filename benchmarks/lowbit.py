@@ -19,6 +19,10 @@ Per model x format (bf16; int8 weight-only per channel; int4 g128; int4 g64; W8A
   fake-quant model's with the same codes (``fake_quant_perplexity``);
 * ``kernels``: which kernel the automatic choice ran, per token class, counted over layers.
 
+``--formats bf16,int4-g128,int4-g128-head8`` adds int4 g128 with the output head also rounded
+to int8 and packed (``surefast compress --pack-head int8``): its ``fake_quant_perplexity`` is the
+model before that rounding, so ``perplexity_minus_fake_quant`` is what the head costs.
+
 Quantization is RTN (the codes are what matters here; GPTQ's codes pack the same way), W8A8 is
 SmoothQuant. The llama.cpp anchor (``llama-cpp-python``, the ``bench`` extra) runs the Q4_0 and
 Q8_0 GGUF files surefast exported from the int4 g128 and int8 models (the same codes; only the
@@ -57,7 +61,12 @@ FORMATS: dict[str, tuple[str, dict[str, Any]] | None] = {
     "int4-g128": ("rtn", {"bits": 4, "group_size": 128}),
     "int4-g64": ("rtn", {"bits": 4, "group_size": 64}),
     "w8a8": ("smoothquant", {}),
+    # not in the default run: int4 g128 with lm_head also rounded to int8 (pack_(head="int8"): beyond the
+    # compressed model), to measure what the head costs a decode; --formats bf16,int4-g128,int4-g128-head8
+    "int4-g128-head8": ("rtn", {"bits": 4, "group_size": 128}),
 }
+DEFAULT_FORMATS = ("bf16", "int8", "int4-g128", "int4-g64", "w8a8")
+HEADS = {"int4-g128-head8": "int8"}  # formats that also pack lm_head
 GGUF = {"int4-g128": "Q4_0", "int8": "Q8_0"}  # the llama.cpp anchors: exported from these models' codes
 PROMPT = "def fibonacci(n):\n    " * 4  # any fixed text: the timing does not depend on what is decoded
 
@@ -103,7 +112,7 @@ def build(name: str, fmt: str, folder: Path, windows: torch.Tensor, calib: Any) 
     result = compress_(loaded.model, make_config(method, **options), calib, tokenizer=loaded.tokenizer)
     info: dict[str, Any] = {"method": method, "options": options, "compress_s": round(time.perf_counter() - start, 1)}
     info["fake_quant_perplexity"] = round(perplexity(loaded.model, windows), 4)  # before packing: de-quantized bf16
-    report = pack_(loaded.model)
+    report = pack_(loaded.model, head=HEADS.get(fmt))
     info["formats"] = report.count()
     save_compressed(loaded.model, loaded.tokenizer, result, folder)
     if fmt in GGUF:
@@ -346,7 +355,7 @@ def run_model(name: str, args: argparse.Namespace, cache: Path, bandwidth: float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--formats", default=",".join(FORMATS))
+    ap.add_argument("--formats", default=",".join(DEFAULT_FORMATS))
     ap.add_argument("--threads", default="2,1", help="thread counts to decode and prefill at (the first: the rest)")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)

@@ -32,6 +32,7 @@ def compress_model(
     pack: bool = False,
     pack_format: str | None = None,
     export: tuple[str, str | Path] | None = None,
+    pack_head: str | None = None,
 ) -> CompressionResult:
     """Load ``spec``, compress it with ``config`` and (if ``out_dir``) save it: what the command runs.
 
@@ -61,7 +62,7 @@ def compress_model(
     if pack:
         from surefast.compress.lowbit.pack import pack_
 
-        report = pack_(loaded.model, pack_format)
+        report = pack_(loaded.model, pack_format, head=pack_head)
         result.extra["packed"] = {
             "formats": report.count(),
             "layers": len(report.layers),
@@ -128,6 +129,14 @@ def compress(
     pack_format: Annotated[
         str | None, typer.Option(help="with --pack: int4, int8 or w8a8 for every layer (default: chosen per layer)")
     ] = None,
+    pack_head: Annotated[
+        str | None,
+        typer.Option(
+            help="with --pack: also round lm_head to int8 or int4 and pack it (faster decode; changes the model "
+            "beyond the compressed one)",
+            show_default=False,
+        ),
+    ] = None,
     bits: Annotated[int | None, typer.Option(help="weight bits")] = None,
     act_bits: Annotated[int | None, typer.Option(help="activation bits (W4A4: --bits 4 --act-bits 4)")] = None,
     group_size: Annotated[int | None, typer.Option(help="weight quantization group size")] = None,
@@ -173,8 +182,8 @@ def compress(
         **parse_options(option or [], example="act_order=False"),
     }
     config = make_config(method, **options)
-    if pack or pack_format is not None:
-        _check_pack(config, pack_format)
+    if pack or pack_format is not None or pack_head is not None:
+        _check_pack(config, pack_format, pack_head)
         pack = True
     defaults = CalibrationConfig()
     calib = CalibrationConfig(
@@ -196,6 +205,7 @@ def compress(
             pack=pack,
             pack_format=pack_format,
             export=export,
+            pack_head=pack_head,
         )
     saved = f"; saved to {out}" if out is not None else ""
     console.print(f"{config.method}: {result.seconds:.1f} s, fingerprint {result.fingerprint}{saved}", markup=False)
@@ -227,12 +237,15 @@ def _check_export(format: str) -> None:
         raise SurefastError(f"--export: {exc.message}", exc.hint) from None
 
 
-def _check_pack(config: CompressionConfig, pack_format: str | None) -> None:
+def _check_pack(config: CompressionConfig, pack_format: str | None, pack_head: str | None = None) -> None:
     """Refuse ``--pack`` for a config that records no codes, before the model loads."""
     from surefast.compress.lowbit.formats import get_format
-    from surefast.compress.lowbit.pack import packable
+    from surefast.compress.lowbit.pack import HEADS, packable
     from surefast.errors import SurefastError
+    from surefast.registry import suggestion
 
+    if pack_head is not None and pack_head not in HEADS:
+        raise SurefastError(f"--pack-head: unknown head format {pack_head!r}", suggestion(pack_head, list(HEADS)))
     if pack_format is not None:
         try:
             get_format(pack_format)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from surefast.compress import compress_, make_config
 from surefast.compress.lowbit import PackedLinear
-from surefast.compress.lowbit.pack import pack_, packable, packed_report, recorded_codes
+from surefast.compress.lowbit.pack import HEADS, pack_, packable, packed_report, recorded_codes
 from surefast.compress.quant.fake import HOOK_ATTR, input_transforms
 from surefast.errors import SurefastError
 from surefast.models.arch import decoder_layers
@@ -161,3 +163,40 @@ def test_packing_keeps_the_codes_and_saves_memory(tiny, calib_ids) -> None:  # t
             assert not hasattr(module, "weight") and not getattr(module, HOOK_ATTR, None)
     # 4-bit codes + one fp32 scale per 32 weights = 5 bits a weight, against 16
     assert report.weight_bytes == pytest.approx(report.dense_bytes * 5 / 16, rel=0.01)
+
+
+@pytest.mark.parametrize(("head", "tied"), [("int8", False), ("int4", False), ("int8", True)])
+def test_the_head_packs_on_request_as_its_rtn_rounding(  # type: ignore[no-untyped-def]
+    tiny, tiny_tok, calib_ids, probe_ids, monkeypatch, tmp_path, head, tied
+) -> None:
+    from surefast.compress import save_compressed
+    from surefast.compress.quant.fake import fake_quant_weight
+    from surefast.models import load_model
+
+    monkeypatch.setenv("SUREFAST_LOWBIT_KERNEL", "dequant-matmul")
+    model = tiny("llama")
+    if tied:  # one tensor for the embedding and the head, as many small models ship
+        model.lm_head.weight = model.get_input_embeddings().weight
+        model.config.tie_word_embeddings = True
+    result = compress_(model, make_config("rtn", bits=4, group_size=32))
+    ref = copy.deepcopy(model)
+    bits, group = HEADS[head]
+    with torch.no_grad():  # the reference: the head's weight replaced by its round-to-nearest rounding
+        ref.lm_head.weight = torch.nn.Parameter(fake_quant_weight(ref.lm_head.weight.float(), bits, group, True))
+        want = ref(probe_ids).logits
+    embedding = model.get_input_embeddings().weight.detach().clone()
+    report = pack_(model, head=head)
+    assert isinstance(model.lm_head, PackedLinear) and model.lm_head.spec.bits == bits
+    assert report.count() == {"int4": 14 + (head == "int4"), **({"int8": 1} if head == "int8" else {})}
+    assert torch.equal(model.get_input_embeddings().weight, embedding)  # a tied embedding stays float
+    with torch.no_grad():
+        assert torch.equal(model(probe_ids).logits, want)
+    save_compressed(model, tiny_tok, result, tmp_path / "m")
+    back = load_model(str(tmp_path / "m"), dtype="fp32", device="cpu").model
+    with torch.no_grad():
+        assert torch.equal(back(probe_ids).logits, want)
+
+
+def test_an_unknown_head_format_is_refused(tiny) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SurefastError, match="unknown head format 'int9'"):
+        pack_(tiny("llama"), head="int9")

@@ -182,6 +182,7 @@ def test_compress_pack_info_and_generate(cli, tmp_path, monkeypatch) -> None:  #
         (("--method", "gptq", "-o", "static_groups=False", "--pack"), "no contiguous group grid"),
         (("--method", "rtn", "-o", "symmetric=False", "--bits", "8", "--pack"), "8-bit asymmetric"),
         (("--method", "rtn", "--pack-format", "int5"), "error: --pack-format: unknown packed format 'int5'"),
+        (("--method", "rtn", "--pack-head", "int9"), "error: --pack-head: unknown head format 'int9'"),
     ],
 )
 def test_compress_pack_refuses_before_the_model_loads(cli, monkeypatch, tmp_path, flags, says) -> None:  # type: ignore[no-untyped-def]

@@ -37,8 +37,15 @@ from surefast.compress.lowbit.codes import QuantizedWeight
 from surefast.compress.lowbit.formats import get_format
 from surefast.compress.lowbit.linear import PackedLinear, PackedSpec
 from surefast.compress.lowbit.w8a8 import ActQuant
-from surefast.compress.quant.fake import HOOK_ATTR, codes_of, install_input_transform_, record_codes_
+from surefast.compress.quant.fake import (
+    HOOK_ATTR,
+    codes_of,
+    fake_quant_weight,
+    install_input_transform_,
+    record_codes_,
+)
 from surefast.errors import SurefastError
+from surefast.registry import suggestion
 
 DENSE_BYTES = 2  # a bf16 weight element: what the unpacked model holds per weight
 
@@ -135,6 +142,27 @@ def model_codes(model: nn.Module) -> dict[str, QuantizedWeight]:
     return {**recorded_codes(model), **packed}
 
 
+HEADS = {"int8": (8, -1), "int4": (4, 128)}  # head format -> (bits, group size; -1 per channel)
+
+
+def _head_codes(model: nn.Module, head: str) -> tuple[str, nn.Linear, QuantizedWeight]:
+    """The output head, its RTN codes (symmetric), and untied from the input embedding if it was tied."""
+    hf: Any = model
+    linear = hf.get_output_embeddings()
+    name = next((n for n, m in model.named_modules() if m is linear), None)
+    if not isinstance(linear, nn.Linear) or name is None:
+        raise SurefastError("this model has no linear output head to pack", "pack without --pack-head")
+    if codes_of(linear) is not None:
+        raise SurefastError(f"{name} is already quantized", "pack without --pack-head")
+    bits, group = HEADS[head]
+    weight = linear.weight.detach()
+    codes = codes_of(fake_quant_weight(weight.float(), bits, group, True))
+    assert codes is not None and not isinstance(codes, str)
+    if hf.get_input_embeddings().weight is linear.weight:  # tied: the embedding keeps the float weight
+        hf.config.tie_word_embeddings = False
+    return name, linear, codes
+
+
 def packable(config: Any) -> tuple[str, str] | None:
     """Why a compression config yields nothing :func:`pack_` can pack, as (message, hint), or None.
 
@@ -207,15 +235,23 @@ def _move_hadamard(old: nn.Module, new: nn.Module, spec: dict[str, Any]) -> None
         install_input_transform_(new, {"hadamard": True})
 
 
-def pack_(model: nn.Module, format: str | None = None, *, kernel: str | None = None) -> PackReport:
+def pack_(
+    model: nn.Module, format: str | None = None, *, kernel: str | None = None, head: str | None = None
+) -> PackReport:
     """Replace, in place, every linear with recorded codes by a :class:`PackedLinear` holding them.
 
     ``format``: ``"int4"``, ``"int8"`` or ``"w8a8"`` for every layer, or None to choose per layer
     (module docstring). ``kernel``: force one for the packed layers (default: ``auto``, or
     ``SUREFAST_LOWBIT_KERNEL``). The de-quantized weights and the unpacked codes are dropped.
+    ``head``: also round the output head (``lm_head``, which no quantizer touches) to ``"int8"``
+    (per channel) or ``"int4"`` (groups of 128) with round-to-nearest, and pack it (:data:`HEADS`).
+    That changes the model beyond what it was compressed (and certified) as; a decode reads the
+    head every token, so it buys speed where the head is a large share of the weights.
     """
     if format is not None:
         get_format(format)  # an unknown name fails before any layer changes
+    if head is not None and head not in HEADS:
+        raise SurefastError(f"unknown head format {head!r}", suggestion(head, list(HEADS)))
     todo: list[tuple[str, nn.Linear, QuantizedWeight]] = []
     for name, module in model.named_modules():
         codes = codes_of(module)
@@ -224,6 +260,8 @@ def pack_(model: nn.Module, format: str | None = None, *, kernel: str | None = N
         if codes is not None and isinstance(module, nn.Linear):
             _check_record(name, module, codes)
             todo.append((name, module, codes))
+    if head is not None:
+        todo.append(_head_codes(model, head))
     if not todo:
         if packed_report(model).layers:
             raise SurefastError("this model is already packed")
