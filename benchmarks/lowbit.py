@@ -187,8 +187,8 @@ def read_bytes(model: Any) -> tuple[int, int, int]:
 
     stored, _ = model_bytes(model)
     held = resident_bytes(model)
-    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-    untied = emb.data_ptr() != head.data_ptr()
+    emb, head = model.get_input_embeddings().weight, getattr(model.get_output_embeddings(), "weight", None)
+    untied = head is None or emb.data_ptr() != head.data_ptr()  # a packed head has no float weight
     return stored, held, held - (emb.numel() * emb.element_size() if untied else 0)
 
 
