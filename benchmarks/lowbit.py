@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import resource
 import statistics
@@ -53,6 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, cpu_facts, write_result
+from quant_quality import perplexity
 
 MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
 FORMATS: dict[str, tuple[str, dict[str, Any]] | None] = {
@@ -119,17 +119,6 @@ def build(name: str, fmt: str, folder: Path, windows: torch.Tensor, calib: Any) 
         info["gguf"] = str(export_model(loaded.model, loaded.tokenizer, f"gguf-{GGUF[fmt].lower()}", folder))
     (folder / "bench_build.json").write_text(json.dumps(info, indent=1))
     return info
-
-
-@torch.no_grad()
-def perplexity(model: Any, windows: torch.Tensor) -> float:
-    """exp(mean next-token NLL) over ``windows [N, S]``, one window per forward (as quant_quality.py)."""
-    total, count = 0.0, 0
-    for row in windows:
-        logits = model(row[None], use_cache=False).logits[0, :-1].float()  # [S-1, V]
-        total += torch.nn.functional.cross_entropy(logits, row[1:], reduction="sum").item()
-        count += row.numel() - 1
-    return math.exp(total / count)
 
 
 # --- measuring ---------------------------------------------------------------------------------

@@ -111,7 +111,8 @@ def parameter_count(model: Any) -> int:
 
 def compression_rows(model: Any, folder: Path | None) -> dict[str, str]:
     """What a compressed folder holds: method, packed formats, grids and weight bytes (none for a plain model)."""
-    from surefast.compress.lowbit.pack import grid, model_bytes, packed_report
+    from surefast.compress.lowbit.linear import PackedSpec
+    from surefast.compress.lowbit.pack import model_bytes, packed_report
     from surefast.compress.saved import read_compression
 
     data = read_compression(folder) if folder is not None else None
@@ -126,7 +127,7 @@ def compression_rows(model: Any, folder: Path | None) -> dict[str, str]:
             rows["bits / group"] = f"{config['bits']}-bit {'per channel' if group <= 0 else f'g{group}'}"
     if report.layers:
         rows["format"] = ", ".join(f"{name} x{n}" for name, n in report.count().items())
-        rows["bits / group"] = ", ".join(f"{name} x{n}" for name, n in report.count(grid).items())
+        rows["bits / group"] = ", ".join(f"{name} x{n}" for name, n in report.count(PackedSpec.grid).items())
         held, dense = model_bytes(model)
         rows["weight bytes"] = (
             f"packed layers {_mb(report.weight_bytes)} (bf16 {_mb(report.dense_bytes)}, "

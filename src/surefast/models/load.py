@@ -165,15 +165,23 @@ def empty_model(cls: Any, config: Any, dtype: torch.dtype) -> Any:
     return model
 
 
-def _check_filled(model: Any, folder: Path) -> None:
-    """After the hooks of an empty-built model: every parameter and buffer has a value."""
+def unfilled(model: Any) -> tuple[str, str] | None:
+    """``("weight" | "buffer", name)`` of the first tensor of an empty-built model still without a value."""
     for kind, named in (("weight", model.named_parameters()), ("buffer", model.named_buffers())):
         for name, tensor in named:
             if tensor.is_meta:
-                raise SurefastError(
-                    f"{folder / HOOK_WEIGHTS} left the {kind} {name} without a value",
-                    "the folder is incomplete or from another surefast version: compress the base model again",
-                )
+                return kind, name
+    return None
+
+
+def _check_filled(model: Any, folder: Path) -> None:
+    """After the hooks of an empty-built model: every parameter and buffer has a value."""
+    missing = unfilled(model)
+    if missing is not None:
+        raise SurefastError(
+            f"{folder / HOOK_WEIGHTS} left the {missing[0]} {missing[1]} without a value",
+            "the folder is incomplete or from another surefast version: compress the base model again",
+        )
 
 
 def resolve_folder(spec: ModelSpec, progress: ProgressFn | None = None, pull: bool = True) -> Path | None:

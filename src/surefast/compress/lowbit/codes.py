@@ -51,9 +51,28 @@ class QuantizedWeight:
 
     def dequantize(self) -> torch.Tensor:
         """``W_hat [out, in]`` in fp32: ``q * s`` or ``(q - z) * s``, group by group."""
-        index = torch.arange(self.shape[1]) // self.group_size  # [in]: the group of each input channel
-        scale = self.scales[:, index]  # [out, in]
-        q = self.codes.float()
-        if self.zeros is None:
-            return q * scale
-        return (q - self.zeros[:, index]) * scale
+        return dequantize_codes(self.codes, self.scales, self.zeros, self.group_size)
+
+    def matches(self, weight: torch.Tensor) -> bool:
+        """Whether these codes are exactly ``weight`` ``[out, in]`` (de-quantized, cast to its dtype):
+        false for a weight changed after quantization (pruned, rotated, edited)."""
+        if tuple(weight.shape) != self.shape:
+            return False
+        return torch.equal(self.dequantize().to(weight.device, weight.dtype), weight.detach())
+
+
+def dequantize_codes(
+    codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, group_size: int
+) -> torch.Tensor:
+    """``W_hat [out, in]`` fp32 from int8 ``codes [out, in]`` and ``scales``/``zeros [out, n_groups]``.
+
+    ``q * s`` or ``(q - z) * s`` in fp32, broadcast over ``[out, n_groups, g]`` (a partial last
+    group is padded, then the padding dropped): the operations of
+    :func:`surefast.compress.quant.fake.quant_dequant`, so the fake-quant weight bit for bit.
+    """
+    out, inn = codes.shape
+    groups = scales.shape[1]
+    q = torch.nn.functional.pad(codes, (0, groups * group_size - inn)).float().view(out, groups, group_size)
+    if zeros is not None:
+        q = q - zeros.unsqueeze(-1)
+    return (q * scales.unsqueeze(-1)).view(out, -1)[:, :inn]

@@ -231,7 +231,7 @@ def check_against_weight(name: str, qw: QuantizedWeight, weight: Any) -> None:
         return
     if tuple(weight.shape) != qw.shape:
         raise SurefastError(f"internal: codes of {name} are {qw.shape}, its weight {tuple(weight.shape)}")
-    if not torch.equal(qw.dequantize().to(weight.dtype), weight.detach()):
+    if not qw.matches(weight):
         raise SurefastError(
             f"the recorded codes of {name} do not reproduce its weight (changed after quantization?)",
             "export right after quantizing, with the codes the quantizer recorded",

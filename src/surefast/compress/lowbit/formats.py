@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from surefast.compress.lowbit.codes import QuantizedWeight
+from surefast.compress.lowbit.codes import QuantizedWeight, dequantize_codes
 from surefast.errors import SurefastError
 from surefast.registry import Registry, dashed
 
@@ -69,18 +69,9 @@ def dequantize_packed(
     bits: int,
     group_size: int,
 ) -> torch.Tensor:
-    """``W_hat [out, in]`` fp32 from stored buffers: bit for bit :meth:`QuantizedWeight.dequantize`.
-
-    The same fp32 operations, ``q * s`` or ``(q - z) * s``, but broadcast over ``[out, n_groups,
-    g]`` instead of gathering an ``[out, in]`` scale matrix (several times faster on big layers).
-    """
+    """``W_hat [out, in]`` fp32 from stored buffers: bit for bit :meth:`QuantizedWeight.dequantize`."""
     codes = FORMATS.get(format).unpack(qweight, in_features, zeros is None)  # int8 [out, in]
-    out, groups = scales.shape
-    pad = groups * group_size - in_features  # a partial last group: pad, then drop the padding
-    q = torch.nn.functional.pad(codes, (0, pad)).float().view(out, groups, group_size)
-    if zeros is not None:
-        q = q - zeros.unsqueeze(-1)
-    return (q * scales.unsqueeze(-1)).view(out, -1)[:, :in_features]
+    return dequantize_codes(codes, scales, zeros, group_size)
 
 
 def get_format(name: str) -> PackedFormat:

@@ -37,15 +37,17 @@ def pack_int4(codes: torch.Tensor, symmetric: bool) -> torch.Tensor:
 
 def unpack_int4(packed: torch.Tensor, in_features: int, symmetric: bool) -> torch.Tensor:
     """Inverse of :func:`pack_int4`: uint8 ``[out, ceil(in / 2)]`` -> int8 codes ``[out, in]``."""
-    p = packed.to(torch.int16)
-    u = torch.stack([p & 0x0F, p >> 4], dim=-1).reshape(p.shape[0], -1)[:, :in_features]  # [out, in]
-    return (u - (OFFSET if symmetric else 0)).to(torch.int8)
+    return (nibbles(packed, in_features).to(torch.int16) - (OFFSET if symmetric else 0)).to(torch.int8)
+
+
+def nibbles(packed: torch.Tensor, in_features: int) -> torch.Tensor:
+    """The stored nibbles, uint8 ``[out, in]`` in ``[0, 15]`` (low nibble first, the padding one dropped)."""
+    return torch.stack([packed & 0x0F, packed >> 4], dim=-1).reshape(packed.shape[0], -1)[:, :in_features]
 
 
 def unsigned_codes(packed: torch.Tensor, in_features: int) -> torch.Tensor:
-    """The stored nibbles themselves, int32 ``[out, in]`` in ``[0, 15]`` (what torch's int4 kernels take)."""
-    p = packed.to(torch.int32)
-    return torch.stack([p & 0x0F, p >> 4], dim=-1).reshape(p.shape[0], -1)[:, :in_features]
+    """The stored nibbles as int32 ``[out, in]`` (what torch's int4 kernels take)."""
+    return nibbles(packed, in_features).to(torch.int32)
 
 
 def kernel_group(group_size: int) -> int | None:
@@ -57,7 +59,7 @@ def kernel_group(group_size: int) -> int | None:
 def padded_nibbles(packed: torch.Tensor, in_features: int, k_padded: int, n_padded: int) -> torch.Tensor:
     """The stored nibbles as int32 ``[N', K']``; padding holds 8 (its rows have scale 0, its columns meet x = 0)."""
     # in uint8 until the end (4x fewer bytes moved than int32 throughout: a layer's first use waits on this)
-    u = torch.stack([packed & 0x0F, packed >> 4], dim=-1).reshape(packed.shape[0], -1)[:, :in_features]  # [N, K]
+    u = nibbles(packed, in_features)  # [N, K]
     n, k = u.shape
     return torch.nn.functional.pad(u, (0, k_padded - k, 0, n_padded - n), value=OFFSET).to(torch.int32)
 

@@ -41,6 +41,7 @@ from surefast.compress.lowbit.int4 import (
     padded_nibbles,
     tinygemm_bytes,
     torch_scale_zero,
+    unpack_int4,
 )
 from surefast.compress.lowbit.w8a8 import quantize_tokens, w8a8_product
 from surefast.registry import Registry, dashed
@@ -323,13 +324,11 @@ def _run_int_mm(state: _IntMM, x: torch.Tensor, bias: torch.Tensor | None) -> to
 def _dequant_linear(
     x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, group: int, four: bool
 ) -> torch.Tensor:
-    if four:  # uint8 [N, ceil(K/2)] -> int32 [N, K] nibbles (our storage: low nibble first)
-        p = codes.to(torch.int32)
-        codes = torch.stack([p & 0x0F, p >> 4], dim=-1).reshape(p.shape[0], -1)[:, : x.shape[-1]]
-        codes = codes - (OFFSET if zeros is None else 0)
+    if four:  # uint8 [N, ceil(K/2)] -> int8 codes [N, K]
+        codes = unpack_int4(codes, x.shape[-1], zeros is None)
     q = codes.float()  # [N, K]
-    # a gather, not repeat_interleave(...)[:, :K]: torch 2.13's inductor miscompiled that (garbage
-    # values, a different error each run) when a pointwise op followed it
+    # a gather, not dequantize_codes' pad + view nor repeat_interleave(...)[:, :K]: torch 2.13's
+    # inductor miscompiled both (garbage values) on a partial last group when a pointwise op followed
     index = torch.arange(x.shape[-1], device=x.device) // group  # [K]: the group of each channel
     s = scales[:, index]  # [N, K]
     w = q * s if zeros is None else (q - zeros[:, index]) * s

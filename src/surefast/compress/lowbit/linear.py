@@ -96,11 +96,16 @@ class PackedSpec:
         except TypeError as exc:
             raise SurefastError(f"{where}: {exc}", "re-pack the model") from None
 
-    def describe(self) -> str:
-        grid = "sym" if self.symmetric else "asym"
+    def grid(self, act: bool = True) -> str:
+        """The grid in a few words: ``4-bit sym g128``, ``8-bit sym per channel, act int8``."""
         groups = "per channel" if self.group_size >= self.in_features else f"g{self.group_size}"
+        text = f"{self.bits}-bit {'sym' if self.symmetric else 'asym'} {groups}"
+        return text + (f", act int{self.act.bits}" if act and self.act is not None else "")
+
+    def describe(self) -> str:
+        """``int4 4-bit sym g128 [out x in]`` (and the activation grid): for messages and ``repr``."""
         act = f", act int{self.act.bits}" if self.act is not None else ""
-        return f"{self.format} {self.bits}-bit {grid} {groups} [{self.out_features} x {self.in_features}]{act}"
+        return f"{self.format} {self.grid(act=False)} [{self.out_features} x {self.in_features}]{act}"
 
 
 INT4_CPU = "int4-cpu"  # the kernel whose layout can stand in for the stored codes

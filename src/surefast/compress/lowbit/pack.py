@@ -45,6 +45,7 @@ from surefast.compress.quant.fake import (
     record_codes_,
 )
 from surefast.errors import SurefastError
+from surefast.models.load import unfilled
 from surefast.registry import suggestion
 
 DENSE_BYTES = 2  # a bf16 weight element: what the unpacked model holds per weight
@@ -95,13 +96,6 @@ def packed_report(model: nn.Module) -> PackReport:
             if isinstance(m, PackedLinear)
         )
     )
-
-
-def grid(spec: PackedSpec) -> str:
-    """A packed layer's grid in a few words: ``4-bit sym g128``, ``8-bit sym per channel, act int8``."""
-    groups = "per channel" if spec.group_size >= spec.in_features else f"g{spec.group_size}"
-    act = f", act int{spec.act.bits}" if spec.act is not None else ""
-    return f"{spec.bits}-bit {'sym' if spec.symmetric else 'asym'} {groups}{act}"
 
 
 def model_bytes(model: nn.Module) -> tuple[int, int]:
@@ -210,10 +204,7 @@ def choose_format(name: str, codes: QuantizedWeight, act: ActQuant | None, forma
 
 
 def _check_record(name: str, linear: nn.Linear, codes: QuantizedWeight) -> None:
-    weight = linear.weight.detach()
-    if tuple(weight.shape) != codes.shape or not torch.equal(
-        codes.dequantize().to(weight.device, weight.dtype), weight
-    ):
+    if not codes.matches(linear.weight):
         raise SurefastError(
             f"cannot pack {name}: its weight changed after it was quantized (the recorded codes no longer match)",
             "pack right after compressing, before anything else edits the weights",
@@ -367,8 +358,7 @@ def load_packed_(
             value = value.to(target.dtype)  # the model's dtype (fp32 for the packed scales)
         for n in names:
             _assign(model, n, value)
-    for kind, named in (("weight", model.named_parameters()), ("buffer", model.named_buffers())):
-        for name, t in named:
-            if t.is_meta:
-                raise SurefastError(f"{where} has no {kind} {name}", "re-pack the model")
+    missing = unfilled(model)
+    if missing is not None:
+        raise SurefastError(f"{where} has no {missing[0]} {missing[1]}", "re-pack the model")
     return packed_report(model)
