@@ -63,6 +63,25 @@ class TokenTree:
         rows = self._anc if nodes is None else [self._anc[i] for i in nodes]
         return torch.stack(rows)[:, :n]
 
+    def graft(self, tokens: list[int], limit: int, max_depth: int) -> list[int]:
+        """Add the chain ``tokens`` under the root, walking down existing children with the same tokens.
+
+        At most ``limit`` new nodes and no node deeper than ``max_depth``; a new node's score is
+        its parent's (a lookup has no probability). Returns the new nodes, parents first.
+        """
+        node, new = 0, list[int]()
+        for token in tokens:
+            if self.depths[node] >= max_depth:
+                break
+            same = next((c for c in self.children[node] if self.tokens[c] == token), None)
+            if same is None:
+                if len(new) >= limit:
+                    break
+                same = self.add(token, node, self.scores[node])
+                new.append(same)
+            node = same
+        return new
+
     def path(self, node: int) -> list[int]:
         """Nodes from the root to ``node``, both included."""
         out = []

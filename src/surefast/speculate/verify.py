@@ -16,6 +16,12 @@ the emitted token is distributed exactly as the original ``p``.
 Lossless only if the *number* of children of a node is fixed before they are drawn; it may
 depend on anything drawn earlier (the node's own token, its ancestors and siblings) but never
 on the children's own values. :func:`draw_children` is handed the counts, then draws.
+
+Candidates may also come from a deterministic proposal (an n-gram lookup, ``fixed`` in
+:func:`verify_sample`): a one-hot ``q``. The induction above holds for any proposal at stage
+``i`` that depends only on what was proposed before it, so such a child may follow the drawn
+siblings (and be added only when no drawn sibling already holds its token): it is accepted with
+probability ``p(x)``, and on rejection ``p <- norm(p with x zeroed)``.
 """
 
 from __future__ import annotations
@@ -115,23 +121,39 @@ def verify_greedy(tree: TokenTree, target_logits: torch.Tensor) -> tuple[list[in
 
 
 def verify_sample(
-    tree: TokenTree, p: torch.Tensor, q: dict[int, torch.Tensor], generator: torch.Generator | None
+    tree: TokenTree,
+    p: torch.Tensor,
+    q: dict[int, torch.Tensor],
+    generator: torch.Generator | None,
+    fixed: set[int] | frozenset[int] = frozenset(),
 ) -> tuple[list[int], int]:
     """Multi-draft speculative sampling down the tree (module docstring). Returns (accepted nodes, next token).
 
     ``p [N, V]``: target distributions after each node; ``q[node]``: the draft distribution that
-    node's children were drawn from.
+    node's drawn children came from. ``fixed``: children that were not drawn but proposed
+    deterministically (n-gram lookups): their proposal is one-hot, so such a child ``x`` is
+    accepted with probability ``p(x)`` and on rejection only ``p(x)`` is zeroed (``max(0, p -
+    onehot(x))``, renormalized); the draft's ``q`` is left as it was for the drawn siblings.
     """
     node, accepted = 0, list[int]()
     while True:
         p_u = p[node]
         kids = tree.children[node]
         if kids:
-            q_u = q[node].to(p_u.device)
+            q_u = q[node].to(p_u.device) if node in q else None
             taken = None
             for child in kids:
                 x = tree.tokens[child]
                 r = float(torch.rand((), generator=generator))
+                if child in fixed or q_u is None:
+                    if r < float(p_u[x]):
+                        taken = child
+                        break
+                    p_u = p_u.clone()
+                    p_u[x] = 0.0
+                    total = float(p_u.sum())
+                    p_u = p_u / total if total > 0 else p_u
+                    continue
                 if r * float(q_u[x]) < float(p_u[x]):  # r < p(x)/q(x), without dividing by a tiny q
                     taken = child
                     break
