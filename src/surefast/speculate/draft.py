@@ -25,6 +25,7 @@ import torch
 
 from surefast.errors import SurefastError
 from surefast.speculate.cache import KVCache
+from surefast.speculate.conformal import allocate_sets, set_sizes
 from surefast.speculate.model import CausalLM, causal_mask
 from surefast.speculate.policies import normalized_topk_entropy
 from surefast.speculate.stats import TreeShape
@@ -42,6 +43,7 @@ class Draft:
     fed: list[int]  # tree nodes (root excluded) whose keys/values are in the draft cache, in slot order
     prefix: int  # draft cache slots before the first fed tree node (the root is the last of them)
     forwards: int
+    set_size: dict[int, int]  # conformal trees: node -> size of the draft's set after it (before the budget cut)
 
 
 def align_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
@@ -109,15 +111,22 @@ def grow_tree(
     entropy = {0: float(normalized_topk_entropy(logits, entropy_topk)[0])}
     fed: list[int] = []
     rank_path: dict[int, tuple[int, ...]] = {0: ()}  # node -> ranks of its tokens among their siblings
+    set_size: dict[int, int] = {}
     for level in range(1, shape.depth + 1):
         room = min(shape.width, shape.budget - (len(tree) - 1))
         if room <= 0:
             break
+        spine_row = frontier.index(spine) if spine in frontier else None
         if shape.fanout is not None:  # a fixed tree: children per node by its rank path
             counts = [shape.fanout.get(rank_path[f], 0) for f in frontier]
+        elif shape.set_mass is not None:  # conformal: each node's draft set, then the budget
+            sizes = set_sizes(q_front, shape.set_mass, shape.width)
+            set_size.update(zip(frontier, sizes.tolist(), strict=True))
+            scores = torch.tensor([tree.scores[f] for f in frontier], device=q_front.device)
+            counts = allocate_sets(scores, q_front, sizes, room, spine_row)
         else:
             scores = torch.tensor([tree.scores[f] for f in frontier], device=q_front.device)
-            counts = allocate(scores, q_front, room, frontier.index(spine) if spine in frontier else None)
+            counts = allocate(scores, q_front, room, spine_row)
         drawn = draw_children(q_front, counts, sampling, generator)
         new = []
         for row, (f, tokens) in enumerate(zip(frontier, drawn, strict=True)):
@@ -139,4 +148,4 @@ def grow_tree(
         for row, node in enumerate(new):
             q[node] = q_front[row]
             entropy[node] = ent[row]
-    return Draft(tree, q, entropy, fed, prefix, forwards)
+    return Draft(tree, q, entropy, fed, prefix, forwards, set_size)

@@ -26,9 +26,12 @@ reconstruction, with every formula and default stated here:
 
 5. History term: the recent mean accepted length ``A`` (draft tokens accepted, last
    ``history`` steps) caps the depth, so the draft stops paying for levels that are never
-   reached, and the cap rises again as acceptance grows::
+   reached, and the cap rises again as acceptance grows; a step that accepted every level it
+   drafted lifts the cap to its depth + ``growth`` at once (assisted generation's +2 heuristic,
+   so a cheap draft reaches long accepted chains in a few steps instead of ``history``)::
 
-       D_history = clip(ceil(A) + depth_slack, D_min, D_max)     (D_max before any step)
+       D_history = clip(max(ceil(A) + depth_slack, D_last + growth if whole path accepted), D_min, D_max)
+       (D_max before any step)
 
 6. Node budget: ``D = max(D_min, min(D_entropy, D_history, floor(B / W)))``; the tree has at
    most ``W`` new nodes per level and ``B`` nodes in all.
@@ -48,6 +51,7 @@ import torch
 
 from surefast.errors import SurefastError
 from surefast.registry import Registry, dashed, suggestion
+from surefast.speculate.conformal import update_threshold
 from surefast.speculate.stats import ConfigError, StepRecord, TreeShape, require_int, require_real
 
 
@@ -215,6 +219,7 @@ class SageConfig(PolicyConfig):
     initial_entropy: float = 0.5
     history: int = 8  # steps of accepted lengths feeding the depth cap
     depth_slack: int = 2
+    growth: int = 2  # levels added to the cap after a step accepted every level it drafted
 
     def __post_init__(self) -> None:
         own, d = "sage option", _defaults(self)
@@ -236,18 +241,68 @@ class SageConfig(PolicyConfig):
         require_int(own, "history", self.history, 1, history)
         slack = f"levels allowed above the recent accepted length (default {d['depth_slack']})"
         require_int(own, "depth_slack", self.depth_slack, 0, slack)
+        growth = f"levels added after a step accepted its whole depth (default {d['growth']})"
+        require_int(own, "growth", self.growth, 0, growth)
 
     def make(self) -> SagePolicy:
         return SagePolicy(self)
 
 
-# name -> config class, in the order the CLI and the benchmarks list them (SAGE last). Names match
+@dataclass(frozen=True)
+class ConformalTreeConfig(PolicyConfig):
+    """Conformal draft trees (:mod:`surefast.speculate.conformal`): a node's width is its draft set's size.
+
+    ``alpha``: the miss rate the threshold is calibrated to (the target's token outside the
+    draft's set); ``gamma``: the adaptive-conformal step; ``max_width``: the largest set and
+    the most nodes per level. Depth follows the same history term as SAGE's.
+    """
+
+    alpha: float = 0.2
+    budget: int = 25
+    max_width: int = 6
+    gamma: float = 0.05
+    initial_threshold: float = 0.8
+    min_depth: int = 1
+    max_depth: int = 16
+    history: int = 8
+    depth_slack: int = 2
+    growth: int = 2
+
+    def __post_init__(self) -> None:
+        own, d = "conformal option", _defaults(self)
+        require_real(
+            own,
+            "alpha",
+            self.alpha,
+            0.0,
+            1.0,
+            "the target miss rate of the draft's sets, e.g. 0.2",
+            low_open=True,
+            high_open=True,
+        )
+        require_int(own, "budget", self.budget, 1, f"the most draft nodes one step verifies (default {d['budget']})")
+        require_int(own, "max_width", self.max_width, 1, f"the largest set (default {d['max_width']})")
+        require_real(own, "gamma", self.gamma, 0.0, 1.0, "the adaptive-conformal step (default 0.05)", low_open=True)
+        require_real(own, "initial_threshold", self.initial_threshold, 0.0, 1.0, "a probability mass (default 0.8)")
+        depths = f"1 <= min_depth <= max_depth (defaults {d['min_depth']}, {d['max_depth']})"
+        require_int(own, "min_depth", self.min_depth, 1, depths)
+        require_int(own, "max_depth", self.max_depth, self.min_depth, depths)
+        require_int(own, "history", self.history, 1, f"steps feeding the depth cap (default {d['history']})")
+        require_int(own, "depth_slack", self.depth_slack, 0, f"default {d['depth_slack']}")
+        require_int(own, "growth", self.growth, 0, f"default {d['growth']}")
+
+    def make(self) -> ConformalTreePolicy:
+        return ConformalTreePolicy(self)
+
+
+# name -> config class, in the order the CLI and the benchmarks list them (SAGE, then our conformal trees). Names match
 # whatever case and separator a user types ("static_tree" is "static-tree").
 POLICY_CONFIGS: Registry[type[PolicyConfig]] = Registry("speculative policy", normalize=dashed)
 POLICY_CONFIGS.register("chain", ChainConfig)
 POLICY_CONFIGS.register("static-tree", StaticTreeConfig)
 POLICY_CONFIGS.register("dynamic", DynamicTreeConfig)
 POLICY_CONFIGS.register("sage", SageConfig)
+POLICY_CONFIGS.register("conformal", ConformalTreeConfig)
 
 
 class Policy(Protocol):
@@ -295,6 +350,27 @@ class DynamicTreePolicy:
         pass
 
 
+class DepthHistory:
+    """SAGE's history term (module docstring, step 5): a depth cap from recent accepted lengths."""
+
+    def __init__(self, min_depth: int, max_depth: int, history: int, slack: int, growth: int) -> None:
+        self.min_depth, self.max_depth, self.slack, self.growth = min_depth, max_depth, slack, growth
+        self.recent: deque[int] = deque(maxlen=history)  # accepted lengths
+        self.lift = 0  # depth + growth after a step that accepted every level it drafted
+
+    def cap(self) -> int:
+        if not self.recent:
+            return self.max_depth
+        mean = sum(self.recent) / len(self.recent)
+        return min(self.max_depth, max(self.min_depth, math.ceil(mean) + self.slack, self.lift))
+
+    def observe(self, step: StepRecord) -> None:
+        if step.shape.depth > 0:  # steps cut short by the length limit tell nothing about acceptance
+            self.recent.append(step.accepted)
+            whole = step.depth > 0 and step.accepted >= step.depth
+            self.lift = step.depth + self.growth if whole else 0
+
+
 class SagePolicy:
     """Entropy-guided adaptive tree shape (module docstring, steps 1-6)."""
 
@@ -302,14 +378,11 @@ class SagePolicy:
         self.config = config
         self.entropy_topk = config.entropy_topk
         self.smoothed = config.initial_entropy  # H_t
-        self.recent: deque[int] = deque(maxlen=config.history)  # accepted lengths
+        c = config
+        self.history = DepthHistory(c.min_depth, c.max_depth, c.history, c.depth_slack, c.growth)
 
     def depth_cap(self) -> int:
-        c = self.config
-        if not self.recent:
-            return c.max_depth
-        mean = sum(self.recent) / len(self.recent)
-        return min(c.max_depth, max(c.min_depth, math.ceil(mean) + c.depth_slack))
+        return self.history.cap()
 
     def shape(self) -> TreeShape:
         c, h = self.config, self.smoothed
@@ -322,8 +395,25 @@ class SagePolicy:
         if not math.isnan(step.entropy):
             beta = self.config.smoothing
             self.smoothed = beta * self.smoothed + (1.0 - beta) * step.entropy
-        if step.shape.depth > 0:  # steps cut short by the length limit tell nothing about acceptance
-            self.recent.append(step.accepted)
+        self.history.observe(step)
+
+
+class ConformalTreePolicy:
+    """Trees whose node widths are calibrated draft sets (:class:`ConformalTreeConfig`)."""
+
+    def __init__(self, config: ConformalTreeConfig) -> None:
+        self.config, self.entropy_topk = config, 10
+        self.threshold = config.initial_threshold
+        c = config
+        self.history = DepthHistory(c.min_depth, c.max_depth, c.history, c.depth_slack, c.growth)
+
+    def shape(self) -> TreeShape:
+        c = self.config
+        return TreeShape(min(self.history.cap(), c.budget), c.max_width, c.budget, set_mass=self.threshold)
+
+    def observe(self, step: StepRecord) -> None:
+        self.threshold = update_threshold(self.threshold, step.covered, self.config.alpha, self.config.gamma)
+        self.history.observe(step)
 
 
 def policy_config(name: str, **overrides: Any) -> PolicyConfig:
