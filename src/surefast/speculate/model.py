@@ -18,6 +18,7 @@ window condition ``q_pos - k_pos < window`` (transformers' ``sliding_window_over
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -63,7 +64,7 @@ class HFCausalLM:
     """Adapter over a Hugging Face ``*ForCausalLM`` (llama, qwen2/3, qwen3-moe, gemma3, mistral, ...).
 
     Calls ``model(input_ids=[1, T], position_ids=[1, T], attention_mask=<4D additive>,
-    past_key_values=cache, use_cache=True)``.
+    cache=cache, use_cache=True)`` (``past_key_values=`` before transformers 5.24).
     """
 
     def __init__(self, model: Any) -> None:
@@ -88,6 +89,8 @@ class HFCausalLM:
         eos = getattr(gen, "eos_token_id", None) if gen is not None else None
         eos = getattr(config, "eos_token_id", None) if eos is None else eos
         self.eos_token_ids: tuple[int, ...] = () if eos is None else ((eos,) if isinstance(eos, int) else tuple(eos))
+        # transformers >= 5.24 names the cache argument ``cache`` (``past_key_values`` warns on every call)
+        self.cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     @property
     def device(self) -> torch.device:
@@ -140,9 +143,9 @@ class HFCausalLM:
             input_ids=ids.to(self.device),
             position_ids=self.position_ids(positions).to(self.device),
             attention_mask=self._masks(positions, cache, mask),
-            past_key_values=cache.hf,
             use_cache=True,
             logits_to_keep=logits_to_keep,
+            **{self.cache_kwarg: cache.hf},
         )
         cache.append_positions(positions)
         return out.logits[0]  # [T, V] (or fewer rows with logits_to_keep)

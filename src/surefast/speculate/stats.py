@@ -52,13 +52,15 @@ class TreeShape:
 
     ``fanout`` (fixed trees only): children per node, keyed by the node's rank path
     (:func:`surefast.speculate.policies.fixed_fanout`); ``None`` lets the draft allocate children
-    by cumulative draft probability.
+    by cumulative draft probability. ``set_mass`` (conformal trees, :mod:`surefast.speculate.conformal`):
+    a node gets at most the draft's top tokens whose cumulative probability first reaches it.
     """
 
     depth: int
     width: int
     budget: int
     fanout: dict[tuple[int, ...], int] | None = field(default=None, repr=False, hash=False)
+    set_mass: float | None = None  # conformal trees: a node's children are its draft set at this threshold
 
     def __post_init__(self) -> None:
         hint = "a policy's shape: depth >= 0 levels, width >= 1 nodes per level, budget >= 0 nodes"
@@ -79,9 +81,24 @@ class StepRecord:
     shape: TreeShape  # what the policy asked for
     entropy: float  # mean normalized top-K draft entropy along the accepted path (nan: no draft ran)
     root_entropy: float  # the same at the root only
-    draft_s: float
-    verify_s: float
-    overhead_s: float
+    draft_s: float  # growing the tree: draft forwards and their bookkeeping
+    verify_s: float  # the target's forward of the tree, with its mask and positions
+    overhead_s: float  # after the forward: walking the tree, cache keep, the policy
+    draft_forward_s: float = 0.0  # inside the draft model's forwards only
+    target_forward_s: float = 0.0  # inside the target model's forward only
+    ngram_nodes: int = 0  # tree nodes the n-gram lookups added (beyond what the draft proposed)
+    ngram_proposed: int = 0  # tokens of the first n-gram continuation tried
+    ngram_accepted: int = 0  # of those, how many the target accepted (whichever node held them)
+    covered: tuple[bool, ...] = ()  # per level along the path: the target's token was in the draft's set
+
+    @property
+    def step_s(self) -> float:
+        return self.draft_s + self.verify_s + self.overhead_s
+
+    @property
+    def bookkeeping_s(self) -> float:
+        """The step's time that is neither a draft nor the target forward (masks, trees, caches, Python)."""
+        return max(0.0, self.step_s - self.draft_forward_s - self.target_forward_s)
 
 
 @dataclass
@@ -100,6 +117,30 @@ class SpecStats:
     verify_s: float = 0.0
     overhead_s: float = 0.0
     total_s: float = 0.0  # wall time, prefill included
+    plan: dict[str, Any] = field(default_factory=dict)  # what the planner decided, if one ran
+
+    def time_split(self) -> dict[str, float]:
+        """Decode step time (prefill excluded) in seconds: draft forwards, target forwards, everything else."""
+        draft = sum(s.draft_forward_s for s in self.steps)
+        target = sum(s.target_forward_s for s in self.steps)
+        total = sum(s.step_s for s in self.steps)
+        other = max(0.0, total - draft - target)
+        return {
+            "draft_forward_s": draft,
+            "target_forward_s": target,
+            "other_s": other,
+            "other_share": other / total if total > 0 else 0.0,
+        }
+
+    def coverage_by_level(self) -> dict[int, tuple[int, int]]:
+        """Level -> (positions whose target token was in the draft's set, positions checked)."""
+        out: dict[int, list[int]] = {}
+        for step in self.steps:
+            for level, hit in enumerate(step.covered, start=1):
+                cell = out.setdefault(level, [0, 0])
+                cell[0] += int(hit)
+                cell[1] += 1
+        return {level: (hit, n) for level, (hit, n) in sorted(out.items())}
 
     @property
     def accepted_lengths(self) -> list[int]:
@@ -162,6 +203,12 @@ class SpecStats:
             "mean_tree_size": sum(s.tree_size for s in self.steps) / n if n else None,
             "mean_depth": sum(s.depth for s in self.steps) / n if n else None,
             "mean_width": sum(s.width for s in self.steps) / n if n else None,
+            "ngram_nodes": sum(s.ngram_nodes for s in self.steps),
+            "ngram_proposed": sum(s.ngram_proposed for s in self.steps),
+            "ngram_accepted": sum(s.ngram_accepted for s in self.steps),
+            "time_split": self.time_split(),
+            "coverage_by_level": {str(k): v for k, v in self.coverage_by_level().items()},
+            "plan": self.plan,
         }
 
     def to_dict(self) -> dict[str, Any]:
