@@ -30,28 +30,12 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
 
 
 def cpu_facts() -> dict[str, Any]:
-    """What decides CPU kernel speed: the model, torch's capability, the matrix-unit flags, threads, load."""
-    import os
+    """:func:`surefast.machine.cpu_facts`, with the load average under its benchmark name (taken at the end)."""
+    from surefast.machine import cpu_facts as facts
 
-    import torch
-
-    model, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "avx_vnni")
-    return {
-        "cpu_model": model,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_flags": [f for f in wanted if f in flags],
-        "threads": torch.get_num_threads(),
-        "load_average_at_end": list(os.getloadavg()),
-    }
+    out = facts()
+    out["load_average_at_end"] = out.pop("load_average")
+    return out
 
 
 def bf16_matmul_flops(n: int = 2048, repeats: int = 5) -> float:

@@ -205,7 +205,8 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the settings were checked")
 
-    monkeypatch.setattr(speculate, "load_pair", refuse)
+    monkeypatch.setattr(speculate, "load_model", refuse)
+    monkeypatch.setattr(speculate, "load_draft", refuse)
 
 
 @pytest.mark.parametrize(
@@ -231,9 +232,15 @@ def no_model_load(monkeypatch):
         (("-o", "temperature=0.5"), "-o temperature: not a policy setting but a flag"),
         (
             ("--policy", "chain", "-o", "budget=3"),
-            "policy 'chain' has no option 'budget' (a setting of dynamic and sage)",
+            "policy 'chain' has no option 'budget' (a setting of dynamic, sage and conformal)",
         ),
         (("--top-p", "0"), "sampling top_p=0.0"),
+        (("--draft", "self:layers=x"), "--draft self:layers=x: K must be a whole number"),
+        (("--draft", "self:int3"), "unknown self-draft 'self:int3'"),
+        (("--draft", "ngram", "--draft-compress", "int4"), "--draft-compress applies to a draft model"),
+        (("--draft-compress", "int2"), "--draft-compress 'int2': unknown"),
+        (("--draft", "ngram", "--policy", "hf-assisted"), "hf-assisted needs a draft model"),
+        (("--draft", "./no/such/folder"), "no such model folder"),
     ],
 )
 def test_speculate_bad_options_are_one_line_before_any_model_loads(run, no_model_load, args, message):
@@ -280,3 +287,43 @@ def test_speculate_stops_at_the_context(run, tmp_path, short_context, policy):
 def test_speculate_refuses_a_prompt_that_fills_the_context(run, short_context):
     out = run("x" * 60, "--target", "tiny:llama@0", "--draft", "tiny:llama@0", "--dtype", "fp32")
     assert out.returncode == 2 and "no new token fits" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--draft", "self:layers=1"),
+        ("--draft", "self:int4"),
+        ("--draft", "ngram"),
+        ("--draft", "tiny:qwen2@1", "--draft-compress", "int4"),
+        ("--draft", "tiny:qwen2@1", "--no-ngram", "--no-adapt", "--policy", "conformal"),
+        ("--draft", "ngram", "--policy", "hf-lookup"),
+    ],
+)
+def test_every_draft_kind_from_the_command_line(run, tmp_path, flags):
+    stats = tmp_path / "stats.json"
+    args = ("--target", "tiny:qwen2@0", "--dtype", "fp32", "--max-new-tokens", "10", "--stats-json", str(stats))
+    out = run("say something twice, say something twice", *args, *flags)
+    assert out.returncode == 0, out.stderr
+    assert "same output" in out.stdout
+    payload = json.loads(stats.read_text())
+    assert payload["identical_to_ar"] is True
+    if "--no-adapt" in flags or "hf-lookup" in flags:
+        assert not payload["stats"]["plan"]
+    else:
+        assert payload["stats"]["plan"]["steps"] == payload["stats"]["steps"]
+
+
+def test_plan_prints_expected_speedups_and_stops(run):
+    out = run("hi there, hi there", "--target", "tiny:qwen2@0", "--draft", "tiny:qwen2@1", "--dtype", "fp32", "--plan")
+    assert out.returncode == 0, out.stderr
+    assert "expected speed-up" in out.stdout and "ngram" in out.stdout and "conformal" in out.stdout
+    assert "statistics" not in out.stdout  # nothing was generated
+    assert "target forward ms by tokens" in out.stdout
+
+
+def test_machine_report_prints_the_cost_curve(run):
+    out = run("hi", "--target", "tiny:qwen2@0", "--machine-report")
+    assert out.returncode == 0, out.stderr
+    assert "k=16" in out.stdout and "bf16" in out.stdout and "fp32" in out.stdout
+    assert "a 16-token forward costs" in out.stdout

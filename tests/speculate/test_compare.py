@@ -10,7 +10,7 @@ import torch
 from surefast.errors import SurefastError
 from surefast.models.tiny import tiny_tokenizer
 from surefast.speculate import SamplingConfig, SpeculativeDecoder
-from surefast.speculate.api import METHODS, TextStream, hf_generate, speculative_generate, stream_text
+from surefast.speculate.api import HF_METHODS, METHODS, TextStream, hf_generate, speculative_generate, stream_text
 from surefast.speculate.compare import Comparison, compare, decode, judge
 from surefast.speculate.divergence import top2
 from surefast.speculate.engine import SpecOutput
@@ -43,7 +43,7 @@ def test_every_method_is_compared_with_the_target_alone(pair, method):
     else:
         assert result.baseline is not None and result.baseline.tokens == ar.tokens
         assert result.baseline.stats.method == "ar" and result.identical is True and result.divergence is None
-    if method in ("ar", "hf-assisted"):  # transformers returns all tokens at the end
+    if method in HF_METHODS:  # transformers returns all tokens at the end
         assert len(chunks) == 1
     else:  # the engine streams: the prefill's token first, then one chunk per step
         assert len(chunks[0]) == 1 and len(chunks) == 1 + len(result.output.stats.steps)

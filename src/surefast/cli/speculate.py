@@ -24,12 +24,16 @@ from surefast.atomic import write_errors
 from surefast.cli.options import cap_new_tokens, parse_options
 from surefast.cli.progress import progress_bar
 from surefast.errors import SurefastError
-from surefast.models import parse_spec
+from surefast.models import load_model, parse_spec
 from surefast.models.arch import model_max_length
 from surefast.models.chat import encode_chat
-from surefast.speculate.api import HF_METHODS, TextStream, check_method, load_pair
+from surefast.speculate.api import HF_METHODS, TextStream, check_method
 from surefast.speculate.compare import Comparison, Phase, compare
 from surefast.speculate.divergence import Divergence
+from surefast.speculate.drafts import DraftSpec, load_draft, parse_draft
+from surefast.speculate.forecast import forecast, machine_report
+from surefast.speculate.ngram import NgramConfig
+from surefast.speculate.planner import PlanConfig
 from surefast.speculate.policies import POLICY_CONFIGS, policy_config
 from surefast.speculate.stats import ConfigError, SpecStats
 from surefast.speculate.verify import SamplingConfig
@@ -62,7 +66,8 @@ def check_option_names(method: str, overrides: dict[str, Any]) -> None:
             raise SurefastError(f"-o {key}: not a policy setting but a flag of surefast speculate", f"use {flag} VALUE")
         owners = [name for name, cls in POLICY_CONFIGS.items() if key in {f.name for f in fields(cls)}]
         if owners:
-            message = f"-o {key}: policy {method!r} has no option {key!r} (a setting of {' and '.join(owners)})"
+            who = owners[0] if len(owners) == 1 else f"{', '.join(owners[:-1])} and {owners[-1]}"
+            message = f"-o {key}: policy {method!r} has no option {key!r} (a setting of {who})"
             hint = f"use --policy {owners[0]}, or one of {method}'s options: {', '.join(sorted(known))}"
             raise SurefastError(message, hint)
 
@@ -144,8 +149,31 @@ def explain_divergence(div: Divergence, dtype: str) -> str:
 def speculate(
     prompt: Annotated[str, typer.Argument(help="the user message (chat template applied for instruct models)")],
     target: Annotated[str, typer.Option(help="target model spec")] = DEFAULT_TARGET,
-    draft: Annotated[str, typer.Option(help="draft model spec (same tokenizer)")] = DEFAULT_DRAFT,
-    policy: Annotated[str, typer.Option(help="sage, dynamic, static-tree, chain, hf-assisted or ar")] = "sage",
+    draft: Annotated[
+        str, typer.Option(help="draft: a model spec (same tokenizer), self:int4, self:int8, self:layers=K or ngram")
+    ] = DEFAULT_DRAFT,
+    draft_compress: Annotated[
+        str | None, typer.Option(help="int4 or int8: quantize (RTN) and pack the draft model as it loads")
+    ] = None,
+    policy: Annotated[
+        str, typer.Option(help="sage, conformal, dynamic, static-tree, chain, hf-assisted, hf-lookup or ar")
+    ] = "sage",
+    ngram: Annotated[
+        bool, typer.Option("--ngram/--no-ngram", help="n-gram lookups from the text so far join the draft's trees")
+    ] = True,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            "--adapt/--no-adapt",
+            help="cap trees by the costs measured on this machine, and run the target alone when speculating does not pay",
+        ),
+    ] = True,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="measure costs on a short probe, print each method's expected speed-up, stop")
+    ] = False,
+    machine_report: Annotated[
+        bool, typer.Option("--machine-report", help="print this CPU and the target's forward-cost curve, then stop")
+    ] = False,
     option: Annotated[
         list[str] | None,
         typer.Option("--option", "-o", help="policy setting KEY=VALUE, repeatable (e.g. -o budget=16)"),
@@ -175,32 +203,51 @@ def speculate(
     method = check_method(policy)
     overrides = parse_options(option or [])
     config = _policy_config(method, overrides)
+    draft_spec = parse_draft(draft, draft_compress)
     try:
         sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
     except ConfigError as exc:
         raise SurefastError(exc.message, "--temperature >= 0, --top-k >= 0, 0 < --top-p <= 1") from exc
     pictures = _read_media(image or [], video)
-    specs = parse_spec(target), parse_spec(draft)  # fail on a bad spec before any progress display
+    if draft_spec.kind == "model":
+        parse_spec(draft_spec.model)  # fail on a bad spec before any progress display
+    if draft_spec.kind == "ngram" and method == "hf-assisted":
+        raise SurefastError("hf-assisted needs a draft model", "use --policy hf-lookup for transformers' n-gram lookup")
     with progress_bar(err) as progress:
-        t, d = load_pair(specs[0], specs[1], dtype=dtype, progress=progress)
+        t = load_model(parse_spec(target), dtype=dtype, progress=progress)
+        if machine_report:
+            _print_machine_report(t, target)
+            return
+        d = load_draft(draft_spec, t, dtype=dtype, progress=progress)
     visual = bool(image or video)
+    if visual and (draft_spec.kind == "ngram" or plan):
+        raise SurefastError("--draft ngram and --plan are for text prompts", "give a draft model for images and video")
+    engine = {} if visual or method in HF_METHODS else _engine_settings(draft_spec, ngram, adapt)
     if visual:
         prompt_in: Any = _visual_prompt(t, prompt, pictures, video, chat)
         ids = prompt_in.input_ids
     else:
         prompt_in = ids = encode_chat(t.tokenizer, prompt, use_template=chat)
+    if plan:
+        _print_forecast(t.model, d, draft_spec, ids, engine.get("ngram"))
+        return
     # Both models see the prompt and every new token but the last: all must fit the shorter context.
-    shorter, context = min((target, model_max_length(t.model)), (draft, model_max_length(d.model)), key=lambda x: x[1])
+    lengths = [(target, model_max_length(t.model))] + ([(draft, model_max_length(d))] if d is not None else [])
+    shorter, context = min(lengths, key=lambda x: x[1])
     max_new_tokens, note = cap_new_tokens(max_new_tokens, int(ids.shape[-1]), context, shorter)
     if note:
         err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    extras = [
+        k for k, on in (("n-gram branches", "ngram" in engine and d is not None), ("adaptive", "plan" in engine)) if on
+    ]
     header = (
-        f"[dim]{escape(target)} + draft {escape(draft)}, {method}, {'greedy' if sampling.greedy else 'sampling'}[/]"
+        f"[dim]{escape(target)} + draft {escape(draft_spec.label)}, {method}"
+        f"{''.join(', ' + e for e in extras)}, {'greedy' if sampling.greedy else 'sampling'}[/]"
     )
     text = TextStream(t.tokenizer)
     result = compare(
         t.model,
-        d.model,
+        d,
         prompt_in,
         method,
         policy=config,
@@ -212,6 +259,7 @@ def speculate(
         baseline=baseline,
         on_tokens=lambda chunk: _write(text.push(chunk)),
         phase=lambda stage: _show(stage, header),
+        **engine,
     )
     prune = getattr(result.output, "prune", None)
     if prune is not None and prune.n_visual:
@@ -225,7 +273,7 @@ def speculate(
         payload = {
             **stats_payload(result),
             "target": target,
-            "draft": draft,
+            "draft": draft_spec.label,
             "policy": method,
             "options": {k: repr(v) for k, v in overrides.items()},
         }
@@ -233,6 +281,67 @@ def speculate(
             stats_json.parent.mkdir(parents=True, exist_ok=True)
             stats_json.write_text(json.dumps(payload, indent=2))
         console.print(f"statistics written to {stats_json}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _engine_settings(spec: DraftSpec, ngram: bool, adapt: bool) -> dict[str, Any]:
+    """The engine's ``ngram`` / ``plan`` settings from the flags (a pure n-gram draft always looks up)."""
+    out: dict[str, Any] = {}
+    if ngram or spec.kind == "ngram":
+        out["ngram"] = NgramConfig()
+    if adapt:
+        out["plan"] = PlanConfig()
+    return out
+
+
+def _print_machine_report(t: Any, name: str) -> None:
+    """``--machine-report``: the CPU, and the target's forward time per token count in bf16 and fp32."""
+    with console.status("timing forwards of 1, 4, 16 and 25 tokens after a 200-token cache (bf16, fp32)"):
+        report = machine_report(t.model)
+    m = report["machine"]
+    console.print(
+        f"[bold]{escape(m['cpu_model'])}[/]: torch capability {m['cpu_capability']}, "
+        f"flags {', '.join(m['cpu_flags']) or 'none'}, {m['threads']} threads"
+    )
+    table = Table(title=f"{escape(name)}: one forward of k tokens after {report['context']} cached (ms)")
+    table.add_column("dtype")
+    for k in report["sizes"]:
+        table.add_column(f"k={k}", justify="right")
+    for dtype, curve in report["curves"].items():
+        table.add_row(dtype, *(f"{1000 * curve['forward_s'][str(k)]:.0f}" for k in report["sizes"]))
+    console.print(table)
+    for dtype, curve in report["curves"].items():
+        console.print(f"{dtype}: {curve['verdict']}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_forecast(target: Any, draft: Any, spec: DraftSpec, ids: Any, ngram: Any) -> None:
+    """``--plan``: probe the draft (and n-gram lookups alone) and print each method's expected speed-up."""
+    drafts = {spec.label: draft} if draft is not None else {}
+    drafts["ngram"] = None
+    with console.status("probing: target forward costs, then 32 tokens per draft and method"):
+        costs, rows = forecast(target, drafts, ids, ngram=ngram)
+    table = Table(title="expected speed-up over the target alone (cost model, this machine, this prompt)")
+    for col in ("draft", "method", "tokens/step", "tree", "draft ms/step", "expected"):
+        table.add_column(col, justify="left" if col in ("draft", "method") else "right")
+    for r in rows:
+        table.add_row(
+            escape(r.draft),
+            r.method,
+            f"{r.tokens_per_step:.2f}",
+            f"{r.mean_tree:.1f}",
+            f"{1000 * r.draft_forward_s_per_step:.0f}",
+            f"{r.expected_speedup:.2f}x",
+        )
+    console.print(table)
+    curve = ", ".join(f"{n}: {1000 * v:.0f}" for n, v in zip(costs.sizes, costs.verify_s, strict=True))
+    console.print(f"target forward ms by tokens: {curve}", markup=False, highlight=False)
+    best = max(rows, key=lambda r: r.expected_speedup)
+    if best.expected_speedup < 1.0:
+        console.print(
+            f"[yellow]warning: speculation is expected to lose on this machine (best {best.expected_speedup:.2f}x); "
+            "with --adapt (the default) the decoder runs the target alone when drafting does not pay[/]"
+        )
+    else:
+        console.print(f"best: --draft {escape(best.draft)} --policy {best.method} ({best.expected_speedup:.2f}x)")
 
 
 def stats_payload(result: Comparison) -> dict[str, Any]:

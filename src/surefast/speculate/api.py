@@ -1,9 +1,10 @@
 """One entry point for every decoding method, with the same output and statistics.
 
 Methods: ``ar`` (the target alone, ``model.generate``; ``target`` is accepted as an alias),
-``chain`` / ``static-tree`` / ``dynamic`` / ``sage`` (our engine with that policy) and
+``chain`` / ``static-tree`` / ``dynamic`` / ``sage`` / ``conformal`` (our engine with that policy),
 ``hf-assisted`` (transformers' assisted generation with the draft as assistant, the peer users
-already have). All return :class:`SpecOutput`, so a CLI or a benchmark runs them side by side
+already have) and ``hf-lookup`` (transformers' prompt lookup decoding, ``prompt_lookup_num_tokens``,
+the n-gram peer). All return :class:`SpecOutput`, so a CLI or a benchmark runs them side by side
 (:mod:`.compare`). :func:`check_method` reads every method name and :func:`engine_policy` every
 engine config, for text and VLM runs alike; :func:`hf_generate` is the one runner of
 transformers' ``generate`` (the text baselines and a VLM's target alone).
@@ -21,6 +22,8 @@ from surefast.errors import SurefastError
 from surefast.registry import suggestion
 from surefast.speculate.engine import SpecOutput, SpeculativeDecoder
 from surefast.speculate.model import HFCausalLM
+from surefast.speculate.ngram import NgramConfig
+from surefast.speculate.planner import PlanConfig
 from surefast.speculate.policies import POLICY_CONFIGS, PolicyConfig, policy_config
 from surefast.speculate.stats import SpecStats
 from surefast.speculate.verify import GREEDY, SamplingConfig
@@ -28,15 +31,22 @@ from surefast.speculate.verify import GREEDY, SamplingConfig
 if TYPE_CHECKING:
     from surefast.models import ModelSpec
 
-HF_METHODS = ("ar", "hf-assisted")
-METHODS: tuple[str, ...] = ("ar", *POLICY_CONFIGS, "hf-assisted")  # the built-in methods, for listings and benchmarks
-ALIASES = {"target": "ar", "static": "static-tree", "eagle2": "dynamic", "assisted": "hf-assisted"}
+HF_METHODS = ("ar", "hf-assisted", "hf-lookup")
+METHODS: tuple[str, ...] = ("ar", *POLICY_CONFIGS, *HF_METHODS[1:])  # the built-in methods, for listings and benchmarks
+ALIASES = {
+    "target": "ar",
+    "static": "static-tree",
+    "eagle2": "dynamic",
+    "assisted": "hf-assisted",
+    "prompt-lookup": "hf-lookup",
+}
+PROMPT_LOOKUP_TOKENS = 10  # transformers' documented example value of prompt_lookup_num_tokens
 
 
 def methods() -> tuple[str, ...]:
     """Every decoding method now: ``ar``, each registered policy (also one registered after this
-    module was imported, see docs/extending.md) and ``hf-assisted``."""
-    return ("ar", *POLICY_CONFIGS, "hf-assisted")
+    module was imported, see docs/extending.md), ``hf-assisted`` and ``hf-lookup``."""
+    return ("ar", *POLICY_CONFIGS, *HF_METHODS[1:])
 
 
 def check_method(method: str) -> str:
@@ -100,6 +110,8 @@ def speculative_generate(
     eos_token_id: Any = "auto",
     generator: torch.Generator | None = None,
     on_tokens: Callable[[list[int]], None] | None = None,
+    ngram: NgramConfig | None = None,
+    plan: PlanConfig | None = None,
 ) -> SpecOutput:
     """Generate up to ``max_new_tokens`` after ``input_ids`` with ``method``; output + statistics.
 
@@ -108,9 +120,13 @@ def speculative_generate(
     (e.g. ``SageConfig(budget=32)``). ``eos_token_id="auto"`` stops at the target's EOS tokens.
     ``on_tokens`` sees the new tokens as they come: each accepted chunk for the engine, all of
     them at the end for ``ar`` and ``hf-assisted`` (transformers returns them at once).
+    ``draft=None`` with ``ngram``: n-gram proposals only; ``ngram`` with a draft: n-gram branches
+    join its trees. ``plan``: the cost-model planner (:mod:`.planner`). Both are engine settings.
     """
     method = check_method(method)
     if method in HF_METHODS:
+        if method == "hf-assisted" and draft is None:
+            raise SurefastError("hf-assisted needs a draft model", "use hf-lookup for transformers' n-gram lookup")
         out = hf_generate(
             target,
             draft if method == "hf-assisted" else None,
@@ -119,11 +135,14 @@ def speculative_generate(
             max_new_tokens=max_new_tokens,
             eos_token_id=eos_token_id,
             generator=generator,
+            lookup=PROMPT_LOOKUP_TOKENS if method == "hf-lookup" else 0,
         )
         if on_tokens is not None:
             on_tokens(out.tokens)
         return out
-    decoder = SpeculativeDecoder(target, draft, engine_policy(method, policy), sampling, generator)
+    decoder = SpeculativeDecoder(
+        target, draft, engine_policy(method, policy), sampling, generator, ngram=ngram, plan=plan
+    )
     return decoder.generate(input_ids, max_new_tokens, eos_token_id, on_tokens)
 
 
@@ -231,8 +250,12 @@ def hf_generate(
     eos_token_id: Any = "auto",
     generator: torch.Generator | None = None,
     vision: Mapping[str, Any] | None = None,
+    lookup: int = 0,
 ) -> SpecOutput:
     """The target alone (``assistant=None``) or transformers' assisted generation, measured like our engine.
+
+    ``lookup > 0`` (no assistant): transformers' prompt lookup decoding with
+    ``prompt_lookup_num_tokens=lookup``.
 
     Counts target and assistant forwards with hooks (the acceptance length of assisted
     generation is then new tokens per target forward). Assisted generation has no separate
@@ -248,6 +271,8 @@ def hf_generate(
     kwargs = _generate_kwargs(target, sampling, max_new_tokens, eos_token_id, generator)
     if assistant is not None:
         kwargs.update(assistant_model=assistant, num_assistant_tokens_schedule="heuristic_transient")
+    elif lookup:
+        kwargs.update(prompt_lookup_num_tokens=lookup)
     extra = {k: v.to(target.device) if isinstance(v, torch.Tensor) else v for k, v in (vision or {}).items()}
     t_calls, d_calls, clock = _CountCalls(target), _CountCalls(assistant), _FirstTokenClock()
     start = time.perf_counter()
@@ -259,7 +284,7 @@ def hf_generate(
     total = time.perf_counter() - start
     tokens = out[0, ids.shape[1] :].tolist()
     stats = SpecStats(
-        method="hf-assisted" if assistant is not None else "ar",
+        method="hf-assisted" if assistant is not None else ("hf-lookup" if lookup else "ar"),
         prompt_tokens=ids.shape[1],
         new_tokens=len(tokens),
         target_forwards=t_calls.calls,

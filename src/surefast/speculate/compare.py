@@ -19,9 +19,12 @@ from typing import Any, Literal
 
 import torch
 
+from surefast.errors import SurefastError
 from surefast.speculate.api import check_method, hf_model, speculative_generate
 from surefast.speculate.divergence import Divergence, divergence
 from surefast.speculate.engine import SpecOutput
+from surefast.speculate.ngram import NgramConfig
+from surefast.speculate.planner import PlanConfig
 from surefast.speculate.policies import PolicyConfig
 from surefast.speculate.verify import GREEDY, SamplingConfig
 from surefast.speculate.vlm.generate import vlm_generate
@@ -55,13 +58,16 @@ def decode(
     generator: torch.Generator | None = None,
     prune: PruneConfig | None = None,
     on_tokens: Callable[[list[int]], None] | None = None,
+    ngram: NgramConfig | None = None,
+    plan: PlanConfig | None = None,
 ) -> SpecOutput:
     """One run of ``method`` on a text or a visual ``prompt``; output + statistics.
 
     Text: :func:`~.api.speculative_generate` (every method); visual:
     :func:`~.vlm.generate.vlm_generate` (``ar`` and the engine's policies), where ``prune`` is the
     draft's visual-token pruning. ``on_tokens`` sees the new tokens as they come (each accepted
-    chunk; ``ar`` / ``hf-assisted``: all at the end).
+    chunk; ``ar`` / ``hf-assisted``: all at the end). ``ngram`` / ``plan``: engine settings for
+    text prompts (:func:`~.api.speculative_generate`).
     """
     kwargs: dict[str, Any] = {
         "method": method,
@@ -73,8 +79,10 @@ def decode(
         "on_tokens": on_tokens,
     }
     if isinstance(prompt, VisualInputs):
+        if ngram is not None or plan is not None:
+            raise SurefastError("n-gram drafts and the planner are for text prompts", "drop --draft ngram / --plan")
         return vlm_generate(target, draft, prompt, prune=prune, **kwargs)
-    return speculative_generate(target, draft, prompt, **kwargs)
+    return speculative_generate(target, draft, prompt, ngram=ngram, plan=plan, **kwargs)
 
 
 def warm(
@@ -86,6 +94,8 @@ def warm(
     policy: PolicyConfig | None = None,
     sampling: SamplingConfig = GREEDY,
     prune: PruneConfig | None = None,
+    ngram: NgramConfig | None = None,
+    plan: PlanConfig | None = None,
 ) -> None:
     """A few untimed tokens of ``method`` and of the target alone.
 
@@ -95,7 +105,17 @@ def warm(
     """
     gen = torch.Generator().manual_seed(0)
     decode(
-        target, draft, prompt, method, policy=policy, sampling=sampling, max_new_tokens=4, generator=gen, prune=prune
+        target,
+        draft,
+        prompt,
+        method,
+        policy=policy,
+        sampling=sampling,
+        max_new_tokens=4,
+        generator=gen,
+        prune=prune,
+        ngram=ngram,
+        plan=plan,
     )
     if check_method(method) != "ar":
         decode(target, None, prompt, "ar", sampling=sampling, max_new_tokens=2, generator=gen)
@@ -137,6 +157,8 @@ def compare(
     baseline: bool = True,
     on_tokens: Callable[[list[int]], None] | None = None,
     phase: Callable[[Phase], AbstractContextManager[Any]] | None = None,
+    ngram: NgramConfig | None = None,
+    plan: PlanConfig | None = None,
 ) -> Comparison:
     """Run ``method`` on ``prompt``, then the target alone, and check the outputs (:func:`judge`).
 
@@ -151,7 +173,7 @@ def compare(
     stage = phase or (lambda _: nullcontext())
     if warm_up:
         with stage("warm-up"):
-            warm(target, draft, prompt, method, policy=policy, sampling=sampling, prune=prune)
+            warm(target, draft, prompt, method, policy=policy, sampling=sampling, prune=prune, ngram=ngram, plan=plan)
     with stage("run"):
         output = decode(
             target,
@@ -165,6 +187,8 @@ def compare(
             generator=torch.Generator().manual_seed(seed),
             prune=prune,
             on_tokens=on_tokens,
+            ngram=ngram,
+            plan=plan,
         )
     reference = None
     if baseline and method != "ar":

@@ -133,8 +133,10 @@ def vlm_generate(
     ``on_tokens`` sees the new tokens as they come (each accepted chunk; ``ar``: all at the end).
     """
     method = check_method(method)
-    if method == "hf-assisted":
-        raise SurefastError("hf-assisted does not take images here", "use sage, dynamic, static-tree, chain or ar")
+    if method in ("hf-assisted", "hf-lookup"):
+        raise SurefastError(
+            f"{method} does not take images here", "use sage, conformal, dynamic, static-tree, chain or ar"
+        )
     if method == "ar":
         out = vlm_target_generate(
             target,
