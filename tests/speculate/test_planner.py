@@ -131,3 +131,16 @@ def test_exactly_linear_verification_never_pays_for_a_chain():
     costs = Costs([1, 16], [0.1, 1.6], 0.001, 16)
     planner = Planner(SageConfig().make(), PlanConfig(prior_acceptance=0.95, costs=costs), None, object())
     assert planner.best_depth(TreeShape(8, 1, 8))[0] == 0
+
+
+def test_probes_back_off_while_speculation_does_not_pay():
+    costs = Costs([1, 16], [0.1, 0.12], 0.2, 16)  # a draft forward twice a target forward: never pays
+    planner = Planner(SageConfig().make(), PlanConfig(probe_every=4, max_probe_gap=64, costs=costs), None, object())
+    for _ in range(300):
+        shape = planner.shape()
+        drafted = shape.depth > 0
+        planner.observe(step(0, shape.depth, shape.depth, 0.2 * shape.depth if drafted else 0.0, 0.1))
+    probes = [i for i, d in enumerate(planner.decisions) if d > 0]
+    gaps = [b - a for a, b in zip(probes, probes[1:], strict=False)]
+    assert gaps == sorted(gaps) and gaps[-1] > 32  # 5, 9, 17, 33, 65, ...: ever rarer
+    assert len(probes) < 10

@@ -137,7 +137,8 @@ def test_allocate_takes_best_pairs_and_keeps_the_spine():
     q = torch.tensor([[0.7, 0.2, 0.1, 0.0], [0.5, 0.5, 0.0, 0.0], [0.97, 0.01, 0.01, 0.01]])
     scores = torch.log(torch.tensor([0.5, 0.3, 0.2]))
     # path probs: row0 .35 .10 .05 ; row1 .15 .15 ; row2 .194 .002 ...
-    assert allocate(scores, q, 3) == [1, 1, 1]
-    assert allocate(scores, q, 4) == [1, 2, 1]
-    assert allocate(scores, q, 2, spine=1) == [1, 1, 0]  # row 1 would get nothing without the spine rule
-    assert allocate(scores, q, 10) == [3, 2, 4]  # never beyond the support
+    logp = torch.log(q.sort(dim=-1, descending=True).values)  # what the draft's ranking hands over
+    assert allocate(scores, logp, 3) == [1, 1, 1]
+    assert allocate(scores, logp, 4) == [1, 2, 1]
+    assert allocate(scores, logp, 2, spine=1) == [1, 1, 0]  # row 1 would get nothing without the spine rule
+    assert allocate(scores, logp, 10) == [3, 2, 4]  # never beyond the support

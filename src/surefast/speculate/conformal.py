@@ -33,28 +33,30 @@ def update_threshold(tau: float, covered: tuple[bool, ...], alpha: float, gamma:
     return tau
 
 
-def set_sizes(q: torch.Tensor, mass: float, cap: int) -> torch.Tensor:
-    """``[F]``: for each row of ``q [F, V]``, how many top tokens it takes for their probability to reach ``mass``.
-
-    At least one, at most ``cap`` and never more tokens than have probability. Uses only sorted values.
-    """
-    k = max(1, min(cap, q.shape[-1]))
-    top = q.topk(k, dim=-1).values  # [F, k]
+def set_sizes(top: torch.Tensor, mass: float) -> torch.Tensor:
+    """``[F]``: for each row of ``top [F, k]`` (a distribution's top probabilities, descending), how many
+    of them it takes for their sum to reach ``mass``: at least one, at most ``k``, never one of
+    probability zero. Sorted values only, never a drawn token."""
     before = top.cumsum(dim=-1) - top  # mass of the tokens ranked above each one
     return ((before < mass) & (top > 0)).sum(dim=-1).clamp_(min=1)
 
 
-def allocate_sets(scores: torch.Tensor, q: torch.Tensor, sizes: torch.Tensor, n: int, spine: int | None) -> list[int]:
-    """Children per frontier node for conformal trees: within each node's set, the ``n`` best pairs by path log-prob."""
-    k = max(1, min(int(sizes.max()), q.shape[-1]))
-    cand = scores[:, None] + torch.log(q.topk(k, dim=-1).values)  # [F, k]
-    inside = torch.arange(k, device=q.device)[None, :] < sizes[:, None]
+def allocate_sets(
+    scores: torch.Tensor, logp: torch.Tensor, sizes: torch.Tensor, n: int, spine: int | None
+) -> list[int]:
+    """Children per frontier node: within each node's set, the ``n`` best (node, rank) pairs by path log-prob.
+
+    ``scores [F]`` path log-probs, ``logp [F, k]`` top log-probabilities (descending), ``sizes [F]``.
+    """
+    k = logp.shape[-1]
+    cand = scores[:, None] + logp  # [F, k]
+    inside = torch.arange(k, device=logp.device)[None, :] < sizes[:, None]
     flat = cand.masked_fill(~inside, float("-inf")).flatten()
     take = min(n, int(torch.isfinite(flat).sum()))
     if take == 0:
-        return [0] * q.shape[0]
-    counts = torch.bincount(flat.topk(take).indices // k, minlength=q.shape[0])
+        return [0] * logp.shape[0]
+    counts = torch.bincount(flat.topk(take).indices // k, minlength=logp.shape[0])
     if spine is not None and counts[spine] == 0:  # the spine's best token is always in its set
-        counts = torch.bincount(flat.topk(take - 1).indices // k, minlength=q.shape[0])
+        counts = torch.bincount(flat.topk(take - 1).indices // k, minlength=logp.shape[0])
         counts[spine] += 1
     return counts.tolist()

@@ -68,17 +68,15 @@ def _cut(tokens: list[int], eos: frozenset[int], room: int) -> tuple[list[int], 
 
 
 def _covered(tree: TokenTree, accepted: list[int], bonus: int, d: Draft | None) -> tuple[bool, ...]:
-    """Per level along the path: was the target's token among the draft's set at that node (conformal trees)?"""
-    if d is None or not d.set_size:
+    """Per level along the path: was the target's token in the draft's set at that node (conformal trees)?"""
+    if d is None or not d.sets:
         return ()
     path = [0, *accepted]
     out = []
     for i, node in enumerate(path):
-        if node not in d.set_size:
+        if node not in d.sets:
             break
-        token = tree.tokens[path[i + 1]] if i + 1 < len(path) else bonus
-        q = d.q[node]
-        out.append(int((q > q[token]).sum()) < d.set_size[node])
+        out.append((tree.tokens[path[i + 1]] if i + 1 < len(path) else bonus) in d.sets[node])
     return tuple(out)
 
 

@@ -21,8 +21,10 @@ A step of depth ``D`` with ``n(D) = min(budget, D * width)`` nodes is expected t
 ``E(D) = 1 + a + a^2 + ... + a^D`` tokens in ``T(D) = D c s_d + v(n(D) + 1) s_v + o`` seconds;
 depth 0 (the target alone) emits 1 token in ``v(1) s_v + o``. The planner takes the depth with
 the largest ``E(D) / T(D)`` (at most the policy's), and speculates only when that beats depth 0
-by ``margin``. While the target runs alone nothing is learnt about acceptance, so every
-``probe_every`` such steps one step runs the policy's shape at depth ``min(depth, probe_depth)``.
+by ``margin``. While the target runs alone nothing is learnt about acceptance, so after
+``probe_every`` such steps one step runs the policy's shape at depth ``min(depth, probe_depth)``;
+a probe that does not bring speculation back doubles the wait before the next (up to
+``max_probe_gap``), so a draft that never pays costs ever less.
 The policy still sees every step (its history and entropy stay current); the shape only ever
 shrinks, so every policy stays lossless.
 """
@@ -103,7 +105,8 @@ class PlanConfig:
     """How the :class:`Planner` weighs speculation against the target alone (module docstring)."""
 
     margin: float = 0.05  # speculate when expected to beat the target alone by this share
-    probe_every: int = 8  # target-alone steps between two probes of speculation
+    probe_every: int = 8  # target-alone steps before a probe of speculation
+    max_probe_gap: int = 128  # the wait doubles after each probe that did not bring speculation back
     probe_depth: int = 2
     smoothing: float = 0.7  # weight of the past in the running cost ratios and acceptance
     prior_acceptance: float = 0.6
@@ -114,6 +117,7 @@ class PlanConfig:
         require_real(own, "margin", self.margin, 0.0, 10.0, "a share, e.g. 0.05 (default)")
         require_int(own, "probe_every", self.probe_every, 1, "target-alone steps between probes (default 8)")
         require_int(own, "probe_depth", self.probe_depth, 1, "depth of a probe step (default 2)")
+        require_int(own, "max_probe_gap", self.max_probe_gap, self.probe_every, "at least probe_every (default 128)")
         require_real(own, "smoothing", self.smoothing, 0.0, 1.0, "weight of the past (default 0.7)", high_open=True)
         require_real(own, "prior_acceptance", self.prior_acceptance, 0.0, 1.0, "default 0.6", high_open=True)
 
@@ -153,6 +157,8 @@ class Planner:
         self.other_s = 0.0
         self.acceptance = config.prior_acceptance
         self.alone = 0  # target-alone steps since the last speculative one
+        self.gap = config.probe_every  # target-alone steps before the next probe
+        self.probed = False  # the last step was a probe
         self.decisions: list[int] = []  # depth chosen per step (0: the target alone)
 
     def step_time(self, shape: TreeShape, depth: int) -> float:
@@ -178,12 +184,18 @@ class Planner:
     def shape(self) -> TreeShape:
         asked = self.policy.shape()
         depth, _ = self.best_depth(asked)
+        probe = False
         if depth == 0 and asked.depth > 0:
+            if self.probed:  # the last probe did not bring speculation back: wait longer
+                self.gap = min(2 * self.gap, self.config.max_probe_gap)
             self.alone += 1
-            if self.alone > self.config.probe_every:
-                depth = min(asked.depth, self.config.probe_depth)
+            if self.alone > self.gap:
+                depth, probe = min(asked.depth, self.config.probe_depth), True
+        elif depth:
+            self.gap = self.config.probe_every
         if depth:
             self.alone = 0
+        self.probed = probe
         self.decisions.append(depth)
         return replace(asked, depth=depth)
 

@@ -65,8 +65,16 @@ def normalized_topk_entropy(logits: torch.Tensor, k: int = 10) -> torch.Tensor:
     k = min(k, logits.shape[-1])
     if k < 2:
         return torch.zeros(logits.shape[:-1])
-    top = torch.log_softmax(logits.float().topk(k, dim=-1).values, dim=-1)  # renormalized over the top k
-    return (-(top.exp() * top).sum(dim=-1) / math.log(k)).clamp_(0.0, 1.0)
+    return topk_entropy(logits.float().topk(k, dim=-1).values)
+
+
+def topk_entropy(top: torch.Tensor) -> torch.Tensor:
+    """``[..., K]`` the top-K logits -> ``[...]`` their renormalized entropy over ``log K`` (0 for K < 2)."""
+    k = top.shape[-1]
+    if k < 2:
+        return torch.zeros(top.shape[:-1])
+    logp = torch.log_softmax(top.float(), dim=-1)  # renormalized over the top k
+    return (-(logp.exp() * logp).sum(dim=-1) / math.log(k)).clamp_(0.0, 1.0)
 
 
 @dataclass(frozen=True)
