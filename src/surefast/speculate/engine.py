@@ -172,7 +172,7 @@ class SpeculativeDecoder:
         ids, eos = self._begin(input_ids, eos_token_id)
         policy: Policy = make_policy(self.policy_config)
         if self.plan is not None:
-            policy = Planner(policy, self.plan, self.target, self.draft, context=ids.shape[1])
+            policy = Planner(policy, self.plan, self.target, self.draft)
         stats = self.stats = SpecStats(method=self.method, prompt_tokens=ids.shape[1])
         self.target_cache = self.target.new_cache()
         self.draft_cache = self.draft.new_cache() if self.draft is not None else None

@@ -8,9 +8,10 @@ best expected speed under a cost model, or makes the step the target alone (dept
 
 Cost model (Leviathan et al. 2023, with measured costs instead of a constant ratio):
 
-- ``v(n)``: seconds of one target forward of ``n`` tokens after the prompt, measured at start
-  (:func:`measure_costs`, linear between measured sizes) and scaled by ``s_v``, the running
-  ratio of observed to predicted target forward time;
+- ``v(n)``: seconds of one target forward of ``n`` tokens after 128 cached ones, measured once
+  per model pair in a process (:func:`measure_costs`, linear between measured sizes) and scaled
+  by ``s_v``, the running ratio of observed to predicted target forward time (which also
+  absorbs the context length);
 - ``c``: seconds of one draft forward (a tree level), scaled by its own running ratio ``s_d``;
   zero without a draft model (n-gram lookups are free);
 - ``o``: the step's other time (masks, tree, caches, Python), a running mean of what was observed;
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -55,16 +57,20 @@ class Costs:
 
     def verify(self, n: float) -> float:
         """``v(n)``: linear between the measured sizes, extrapolated from the last two beyond them."""
-        xs, ys = self.sizes, self.verify_s
-        if n <= xs[0]:
-            return ys[0]
-        for x0, y0, x1, y1 in zip(xs, ys, xs[1:], ys[1:], strict=False):
-            if n <= x1:
-                return y0 + (y1 - y0) * (n - x0) / (x1 - x0)
-        return ys[-1] + (ys[-1] - ys[-2]) * (n - xs[-1]) / (xs[-1] - xs[-2]) if len(xs) > 1 else ys[-1]
+        return interp(n, self.sizes, self.verify_s)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def interp(x: float, xs: Sequence[int], ys: Sequence[float]) -> float:
+    """``ys`` at ``x``: linear between the measured ``xs``, extrapolated from the last two beyond them."""
+    if x <= xs[0]:
+        return ys[0]
+    for x0, y0, x1, y1 in zip(xs, ys, xs[1:], ys[1:], strict=False):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return ys[-1] + (ys[-1] - ys[-2]) * (x - xs[-1]) / (xs[-1] - xs[-2]) if len(xs) > 1 else ys[-1]
 
 
 def forward_times(
@@ -122,19 +128,23 @@ class PlanConfig:
         require_real(own, "prior_acceptance", self.prior_acceptance, 0.0, 1.0, "default 0.6", high_open=True)
 
 
-_COSTS: dict[tuple[int, int, int], Costs] = {}  # measured once per (target, draft, context bucket) in a process
+_COSTS: dict[tuple[int, int], Costs] = {}  # measured once per (target, draft) in a process
+COST_CONTEXT = 128  # cached tokens before the measured forwards; other lengths are followed by the running ratios
 
 
 def _inner(lm: Any) -> Any:
     return getattr(lm, "lm", lm)  # a TimedLM's model
 
 
-def costs_for(target: CausalLM, draft: CausalLM | None, context: int) -> Costs:
-    """:func:`measure_costs` once per model pair and context bucket (powers of two) in this process."""
-    bucket = 1 << max(5, (max(context, 1) - 1).bit_length())
-    key = (id(_inner(target)), id(_inner(draft)) if draft is not None else 0, bucket)
+def costs_for(target: CausalLM, draft: CausalLM | None) -> Costs:
+    """:func:`measure_costs` once per model pair in this process, after :data:`COST_CONTEXT` cached tokens.
+
+    A longer or shorter context changes every forward's time by about the same factor, which the
+    planner's running ratios of observed to predicted times absorb.
+    """
+    key = (id(_inner(target)), id(_inner(draft)) if draft is not None else 0)
     if key not in _COSTS:
-        _COSTS[key] = measure_costs(_inner(target), _inner(draft) if draft is not None else None, bucket)
+        _COSTS[key] = measure_costs(_inner(target), _inner(draft) if draft is not None else None, COST_CONTEXT)
     return _COSTS[key]
 
 
@@ -146,12 +156,10 @@ def expected_tokens(acceptance: float, depth: int) -> float:
 class Planner:
     """A policy wrapper that caps each step's depth by the cost model (module docstring)."""
 
-    def __init__(
-        self, policy: Any, config: PlanConfig, target: CausalLM, draft: CausalLM | None, context: int = 128
-    ) -> None:
+    def __init__(self, policy: Any, config: PlanConfig, target: CausalLM, draft: CausalLM | None) -> None:
         self.policy, self.config = policy, config
         self.entropy_topk: int = policy.entropy_topk
-        self.costs = config.costs if config.costs is not None else costs_for(target, draft, context)
+        self.costs = config.costs if config.costs is not None else costs_for(target, draft)
         self.has_draft = draft is not None
         self.verify_scale = self.draft_scale = 1.0
         self.other_s = 0.0

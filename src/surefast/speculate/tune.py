@@ -18,7 +18,6 @@ runs does not decide alone.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -26,7 +25,8 @@ from typing import Any
 import torch
 
 from surefast.speculate.engine import SpeculativeDecoder
-from surefast.speculate.model import as_causal_lm, causal_mask
+from surefast.speculate.model import as_causal_lm
+from surefast.speculate.planner import forward_times, interp
 from surefast.speculate.policies import SageConfig
 
 DEFAULT_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64)
@@ -57,33 +57,7 @@ def verify_time_curve(
 
     The tokens form a chain (a tree's cost depends on its size, not its shape). One warm-up forward first.
     """
-    lm = as_causal_lm(target)
-    gen = torch.Generator().manual_seed(seed)
-    high = min(lm.vocab_size, 1000)
-    cache = lm.new_cache()
-    lm.prefill(torch.randint(0, high, (1, context), generator=gen), cache)
-    out = []
-    for i, n in enumerate([sizes[0], *sizes]):
-        times = []
-        for _ in range(1 if i == 0 else repeats):
-            ids = torch.randint(0, high, (1, n), generator=gen)
-            t0 = time.perf_counter()
-            lm.forward(ids, torch.arange(context, context + n).unsqueeze(0), cache, causal_mask(context, n))
-            times.append(time.perf_counter() - t0)
-            cache.crop(context)
-        if i > 0:  # the first pass is the warm-up
-            out.append(statistics.median(times))
-    return out
-
-
-def interp(x: float, xs: Sequence[int], ys: Sequence[float]) -> float:
-    """``ys`` at ``x``: linear between the measured ``xs``, extrapolated from the last two beyond them."""
-    if x <= xs[0]:
-        return ys[0]
-    for (x0, y0), (x1, y1) in zip(zip(xs, ys, strict=True), zip(xs[1:], ys[1:], strict=True), strict=False):
-        if x <= x1:
-            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    return ys[-1] + (ys[-1] - ys[-2]) * (x - xs[-1]) / (xs[-1] - xs[-2]) if len(xs) > 1 else ys[-1]
+    return forward_times(as_causal_lm(target), context, tuple(sizes), repeats, seed)
 
 
 def tune_budget(
