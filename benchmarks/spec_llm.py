@@ -61,7 +61,8 @@ from surefast.speculate.tune import interp, tune_budget, verify_time_curve
 TARGETS = {"best_vs_ar": 2.5, "best_vs_hf_assisted_same_draft": 1.3, "best_vs_hf_lookup": 1.3, "best_of_bound": 0.85}
 DEFAULT_CONFIGS = (
     "ar,hf-assisted@0.5b,hf-assisted@0.5b-int4,hf-lookup,"
-    "sage@0.5b,sage@0.5b-int4,sage@0.5b-int4+ngram,sage@0.5b-int4+ngram+adapt,conformal@0.5b-int4+ngram+adapt,"
+    "sage@0.5b,sage@0.5b-int4,sage@0.5b-int4+ngram,sage@0.5b-int4+ngram+adapt,conformal@0.5b-int4+ngram,"
+    "conformal@0.5b-int4+ngram+adapt,"
     "conformal@0.5b-int4,dynamic@0.5b-int4,static-tree@0.5b-int4,chain@0.5b-int4,"
     "sage@ngram,conformal@ngram,sage@self:int4+ngram+adapt,sage@self:layers=8+ngram+adapt,"
     "deploy:ar,deploy:conformal@0.5b-int4+ngram+adapt"

@@ -59,6 +59,7 @@ def step(accepted: int, depth: int, tree: int, draft_s: float, target_s: float) 
         0.0,
         draft_s,
         target_s,
+        draft_levels=depth if draft_s else 0,
     )
 
 
@@ -144,3 +145,22 @@ def test_probes_back_off_while_speculation_does_not_pay():
     gaps = [b - a for a, b in zip(probes, probes[1:], strict=False)]
     assert gaps == sorted(gaps) and gaps[-1] > 32  # 5, 9, 17, 33, 65, ...: ever rarer
     assert len(probes) < 10
+
+
+def test_a_catch_up_forward_does_not_rescale_the_draft():
+    """After steps without the draft, its first forward feeds many tokens: not a level's cost."""
+    costs = Costs([1, 16], [0.1, 0.12], 0.005, 16)
+    planner = Planner(SageConfig().make(), PlanConfig(costs=costs), None, object())
+    record = step(accepted=2, depth=2, tree=2, draft_s=0.5, target_s=0.1)
+    planner.observe(StepRecord(**{**record.__dict__, "draft_catch_up": 40}))
+    assert planner.draft_scale == 1.0
+    planner.observe(record)  # the same time without the catch-up: the draft really is slower
+    assert planner.draft_scale > 1.0
+
+
+def test_free_lookups_are_weighed_without_draft_cost():
+    flat = Planner(SageConfig().make(), PlanConfig(costs=Costs([1, 16], [0.1, 0.12], 0.2, 16)), None, object())
+    assert flat.free_depth(0.9, 10) == 10  # verification nearly free: the whole lookup
+    assert flat.free_depth(0.0, 10) == 0  # never right: not worth a longer forward
+    linear = Planner(SageConfig().make(), PlanConfig(costs=Costs([1, 16], [0.1, 1.6], 0.2, 16)), None, object())
+    assert linear.free_depth(0.9, 10) == 0  # v(n) = n v(1): even a free guess does not pay

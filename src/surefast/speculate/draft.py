@@ -43,6 +43,7 @@ class Draft:
     fed: list[int]  # tree nodes (root excluded) whose keys/values are in the draft cache, in slot order
     prefix: int  # draft cache slots before the first fed tree node (the root is the last of them)
     forwards: int
+    catch_up: int  # pending tokens fed before the root in the first forward
     sets: dict[int, list[int]]  # conformal trees: node -> the draft's set after it (before the budget cut)
 
 
@@ -199,4 +200,4 @@ def grow_tree(
             if ranked.q is not None:
                 q[node] = ranked.q[row]
             entropy[node] = ranked.entropy[row]
-    return Draft(tree, q, entropy, fed, prefix, forwards, sets)
+    return Draft(tree, q, entropy, fed, prefix, forwards, len(pending), sets)

@@ -191,7 +191,7 @@ class SpeculativeDecoder:
             room = max_new_tokens - stats.new_tokens
             shape = self._shape(policy, room)
             root_pos = len(self.target_cache)  # slot i holds position i, so the root sits right after the cache
-            lookups, trusted = self._lookups(index, shape, room)
+            lookups, trusted = self._lookups(index, shape, room, policy)
             longest = max(map(len, lookups), default=0)
             d = None
             if not trusted:  # a trusted lookup makes the step free of draft forwards
@@ -261,21 +261,26 @@ class SpeculativeDecoder:
         self.stats.draft_forwards += d.forwards
         return d
 
-    def _lookups(self, index: NgramIndex | None, shape: TreeShape, room: int) -> tuple[list[list[int]], bool]:
-        """2a. The n-gram continuations of the text so far, and whether they are trusted to replace the draft.
+    def _lookups(
+        self, index: NgramIndex | None, shape: TreeShape, room: int, policy: Policy
+    ) -> tuple[list[list[int]], bool]:
+        """2a. The n-gram continuations of the text so far, and whether they replace the draft this step.
 
-        Trusted (:attr:`NgramIndex.trusted`) or without a draft model: up to ``ngram.length``
-        tokens, beyond the policy's depth unless a planner set it; else no deeper than the
-        policy's tree. None when the step drafts nothing.
+        Trusted (:attr:`NgramIndex.trusted`) or without a draft model, a lookup is free: up to
+        ``ngram.length`` tokens, beyond the policy's depth, and a planner weighs it on its own
+        (:meth:`Planner.free_depth`), even on a step it gave to the target alone. Otherwise
+        lookups join the draft's tree, no deeper than the policy's.
         """
-        if index is None or shape.depth <= 0:
+        if index is None:
             return [], False
-        trusted = index.trusted and self.draft is not None
+        free = self.draft is None or index.trusted
         length = min(index.config.length, room - 1)
-        if self.plan is not None or not (trusted or self.draft is None):
+        if free and isinstance(policy, Planner):
+            length = policy.free_depth(index.accuracy, length)
+        elif not free or shape.depth <= 0:
             length = min(length, shape.depth)
-        lookups = index.propose(length)
-        return lookups, trusted and bool(lookups)
+        lookups = index.propose(length) if length > 0 else []
+        return lookups, free and self.draft is not None and bool(lookups)
 
     @staticmethod
     def _graft(tree: TokenTree, lookups: list[list[int]], budget: int, depth: int) -> set[int]:
@@ -356,6 +361,8 @@ class SpeculativeDecoder:
             ngram_proposed=len(lookup),
             ngram_accepted=common_prefix(lookup, [tree.tokens[n] for n in accepted]),
             covered=_covered(tree, accepted, bonus, d),
+            draft_levels=d.forwards if d is not None else 0,
+            draft_catch_up=d.catch_up if d is not None else 0,
         )
         self.stats.steps.append(record)
         self.stats.draft_s += record.draft_s

@@ -44,6 +44,7 @@ from surefast.speculate.model import CausalLM, causal_mask
 from surefast.speculate.stats import StepRecord, TreeShape, require_int, require_real
 
 PROBE_SIZES = (1, 2, 4, 8, 16, 32)
+CATCH_UP = 3  # a draft forward feeding more accepted tokens than this is not used to rescale the draft's cost
 
 
 @dataclass
@@ -189,6 +190,19 @@ class Planner:
             best = 0
         return best, rate / alone
 
+    def free_depth(self, accuracy: float, longest: int) -> int:
+        """Tokens of a free (n-gram) proposal worth verifying at per-token ``accuracy``: 0 if none pays.
+
+        As :meth:`best_depth` with no draft forward: ``E(L) / (v(L + 1) s_v + o)`` against the target alone.
+        """
+        alone = 1.0 / self.step_time(TreeShape(0, 1, 0), 0)
+        best, rate = 0, alone
+        for length in range(1, longest + 1):
+            r = expected_tokens(accuracy, length) / (self.costs.verify(length + 1) * self.verify_scale + self.other_s)
+            if r > rate:
+                best, rate = length, r
+        return best if rate >= alone * (1.0 + self.config.margin) else 0
+
     def shape(self) -> TreeShape:
         asked = self.policy.shape()
         depth, _ = self.best_depth(asked)
@@ -213,11 +227,12 @@ class Planner:
         predicted = c.verify(step.tree_size + 1)
         if predicted > 0 and step.target_forward_s > 0:
             self.verify_scale += beta * (step.target_forward_s / predicted - self.verify_scale)
-        forwards = max(step.depth, 1) if step.tree_size else 0
-        if self.has_draft and forwards and c.draft_s > 0 and step.draft_forward_s > 0:
+        forwards = step.draft_levels
+        # a first forward that catches up on many tokens (after steps without the draft) says little about a level
+        if self.has_draft and forwards and step.draft_catch_up <= CATCH_UP and c.draft_s > 0:
             self.draft_scale += beta * (step.draft_forward_s / (forwards * c.draft_s) - self.draft_scale)
         self.other_s += beta * (step.bookkeeping_s - self.other_s)
-        if step.shape.depth > 0 and step.tree_size:
+        if step.tree_size and (forwards or not self.has_draft):  # the draft's acceptance (n-grams keep their own)
             tried = step.accepted + (1 if step.accepted < step.depth else 0)
             if tried:
                 self.acceptance += beta * (step.accepted / tried - self.acceptance)

@@ -90,6 +90,8 @@ class StepRecord:
     ngram_proposed: int = 0  # tokens of the first n-gram continuation tried
     ngram_accepted: int = 0  # of those, how many the target accepted (whichever node held them)
     covered: tuple[bool, ...] = ()  # per level along the path: the target's token was in the draft's set
+    draft_levels: int = 0  # draft forwards this step (0: the draft model did not run)
+    draft_catch_up: int = 0  # accepted tokens the draft had not seen, fed with its first forward
 
     @property
     def step_s(self) -> float:
