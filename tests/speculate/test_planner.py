@@ -164,3 +164,18 @@ def test_free_lookups_are_weighed_without_draft_cost():
     assert flat.free_depth(0.0, 10) == 0  # never right: not worth a longer forward
     linear = Planner(SageConfig().make(), PlanConfig(costs=Costs([1, 16], [0.1, 1.6], 0.2, 16)), None, object())
     assert linear.free_depth(0.9, 10) == 0  # v(n) = n v(1): even a free guess does not pay
+
+
+def test_costs_are_measured_once_per_model_pair(tiny, monkeypatch):
+    """Each decoder wraps the models anew: the cache must key on the models, not on the wrappers."""
+    import surefast.speculate.planner as planner
+
+    calls = []
+    real = planner.measure_costs
+    monkeypatch.setattr(planner, "measure_costs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    target, draft = tiny("qwen2", seed=0), tiny("qwen2", seed=1)
+    for _ in range(3):
+        SpeculativeDecoder(target, draft, "sage", plan=PlanConfig()).generate([1, 2, 3], 4, eos_token_id=None)
+    assert len(calls) == 1
+    SpeculativeDecoder(target, tiny("qwen2", seed=2), "sage", plan=PlanConfig()).generate([1, 2], 3, eos_token_id=None)
+    assert len(calls) == 2  # another draft: measured again

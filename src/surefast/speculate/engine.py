@@ -266,21 +266,23 @@ class SpeculativeDecoder:
     ) -> tuple[list[list[int]], bool]:
         """2a. The n-gram continuations of the text so far, and whether they replace the draft this step.
 
-        Trusted (:attr:`NgramIndex.trusted`) or without a draft model, a lookup is free: up to
-        ``ngram.length`` tokens, beyond the policy's depth, and a planner weighs it on its own
-        (:meth:`Planner.free_depth`), even on a step it gave to the target alone. Otherwise
-        lookups join the draft's tree, no deeper than the policy's.
+        A lookup is *free* (verified without a draft forward, up to ``ngram.length`` tokens,
+        beyond the policy's depth) without a draft model; with one, when a planner expects it to
+        beat drafting (:meth:`Planner.free_depth`, also on a step it gave to the target alone),
+        or without a planner when recent lookups were accurate (:attr:`NgramIndex.trusted`).
+        Otherwise lookups join the draft's tree, no deeper than the policy's.
         """
         if index is None:
             return [], False
-        free = self.draft is None or index.trusted
-        length = min(index.config.length, room - 1)
-        if free and isinstance(policy, Planner):
-            length = policy.free_depth(index.accuracy, length)
-        elif not free or shape.depth <= 0:
-            length = min(length, shape.depth)
-        lookups = index.propose(length) if length > 0 else []
-        return lookups, free and self.draft is not None and bool(lookups)
+        longest = min(index.config.length, room - 1)
+        if isinstance(policy, Planner):
+            free = policy.free_depth(index.accuracy, longest, shape if self.draft is not None else None)
+        else:
+            free = longest if self.draft is None or index.trusted else 0
+        lookups = index.propose(free) if free > 0 else []
+        if lookups or self.draft is None:
+            return lookups, self.draft is not None and bool(lookups)
+        return (index.propose(shape.depth) if shape.depth > 0 else []), False
 
     @staticmethod
     def _graft(tree: TokenTree, lookups: list[list[int]], budget: int, depth: int) -> set[int]:

@@ -10,9 +10,11 @@ is one-hot: :func:`surefast.speculate.verify.verify_sample` accepts such a child
 probability ``p(x)`` and otherwise zeroes ``p(x)`` before trying the next candidate, which keeps
 the emitted token distributed as ``p`` (the one-draft lemma with ``q = onehot(x)``).
 
-Matching rule (transformers' prompt lookup uses the same idea with one match): try the longest
-n-gram first (``max_ngram`` down to ``min_ngram``); among its earlier occurrences, the most recent
-first; distinct continuations up to ``branches``.
+Matching rule: try the longest n-gram first (``max_ngram`` down to ``min_ngram``); among its
+earlier occurrences, the most recent, then the earliest (the one transformers' prompt lookup
+takes), then the others from the newest; distinct continuations up to ``branches`` (default 2:
+on code that copies its prompt the earliest occurrence is the right one, on a reasoning answer
+that repeats its own phrases the most recent is).
 
 With a draft model, lookups join the draft's tree; once they have been accurate lately (per
 token, ``trust``), a step that finds one skips the draft model and verifies the lookup alone, up
@@ -36,7 +38,7 @@ class NgramConfig:
     max_ngram: int = 3
     min_ngram: int = 1
     length: int = 10
-    branches: int = 1
+    branches: int = 2
     trust: float = 0.6  # lookups this accurate (per token, recently) replace the draft model for the step
     smoothing: float = 0.7  # weight of the past in that accuracy
 
@@ -97,15 +99,21 @@ class NgramIndex:
         if length <= 0 or last < 1:
             return out
         for n in range(min(c.max_ngram, last), c.min_ngram - 1, -1):
-            for end in reversed(self.ends.get(tuple(seq[last - n + 1 :]), ())):
-                if end >= last:  # the suffix itself
-                    continue
+            ends = self.ends.get(tuple(seq[last - n + 1 :]), [])
+            for end in _order(ends[:-1] if ends and ends[-1] == last else ends):  # not the suffix itself
                 cont = seq[end + 1 : end + 1 + length]
                 if cont and cont not in out:
                     out.append(cont)
                     if len(out) >= branches:
                         return out
         return out
+
+
+def _order(ends: list[int]) -> list[int]:
+    """Occurrences in the order they are tried: the most recent, the earliest, then the others, newest first."""
+    if len(ends) <= 2:
+        return ends[::-1]
+    return [ends[-1], ends[0], *ends[-2:0:-1]]
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -122,11 +130,10 @@ def lookup(tokens: list[int], config: NgramConfig) -> list[list[int]]:
     out: list[list[int]] = []
     for n in range(min(config.max_ngram, last), config.min_ngram - 1, -1):
         suffix = tokens[last - n + 1 :]
-        for end in range(last - 1, n - 2, -1):
-            if tokens[end - n + 1 : end + 1] == suffix:
-                cont = tokens[end + 1 : end + 1 + config.length]
-                if cont and cont not in out:
-                    out.append(cont)
-                    if len(out) >= config.branches:
-                        return out
+        for end in _order([e for e in range(n - 1, last) if tokens[e - n + 1 : e + 1] == suffix]):
+            cont = tokens[end + 1 : end + 1 + config.length]
+            if cont and cont not in out:
+                out.append(cont)
+                if len(out) >= config.branches:
+                    return out
     return out

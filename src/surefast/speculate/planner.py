@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -129,12 +130,15 @@ class PlanConfig:
         require_real(own, "prior_acceptance", self.prior_acceptance, 0.0, 1.0, "default 0.6", high_open=True)
 
 
-_COSTS: dict[tuple[int, int], Costs] = {}  # measured once per (target, draft) in a process
+# measured once per (target, draft) model pair in a process; weak references tell a pair from a later one at the same id
+_COSTS: dict[tuple[int, int], tuple[Any, Any, Costs]] = {}
 COST_CONTEXT = 128  # cached tokens before the measured forwards; other lengths are followed by the running ratios
 
 
-def _inner(lm: Any) -> Any:
-    return getattr(lm, "lm", lm)  # a TimedLM's model
+def _model(lm: Any) -> Any:
+    """The object that identifies a model: a TimedLM's adapter's HF model (adapters are made per decoder)."""
+    lm = getattr(lm, "lm", lm)
+    return getattr(lm, "model", lm)
 
 
 def costs_for(target: CausalLM, draft: CausalLM | None) -> Costs:
@@ -143,10 +147,15 @@ def costs_for(target: CausalLM, draft: CausalLM | None) -> Costs:
     A longer or shorter context changes every forward's time by about the same factor, which the
     planner's running ratios of observed to predicted times absorb.
     """
-    key = (id(_inner(target)), id(_inner(draft)) if draft is not None else 0)
-    if key not in _COSTS:
-        _COSTS[key] = measure_costs(_inner(target), _inner(draft) if draft is not None else None, COST_CONTEXT)
-    return _COSTS[key]
+    t, d = _model(target), _model(draft) if draft is not None else None
+    key = (id(t), id(d))
+    hit = _COSTS.get(key)
+    if hit is not None and hit[0]() is t and (hit[1] is None if d is None else hit[1]() is d):
+        return hit[2]
+    inner = getattr(target, "lm", target)
+    costs = measure_costs(inner, getattr(draft, "lm", draft) if draft is not None else None, COST_CONTEXT)
+    _COSTS[key] = (weakref.ref(t), weakref.ref(d) if d is not None else None, costs)
+    return costs
 
 
 def expected_tokens(acceptance: float, depth: int) -> float:
@@ -190,18 +199,22 @@ class Planner:
             best = 0
         return best, rate / alone
 
-    def free_depth(self, accuracy: float, longest: int) -> int:
+    def free_depth(self, accuracy: float, longest: int, against: TreeShape | None = None) -> int:
         """Tokens of a free (n-gram) proposal worth verifying at per-token ``accuracy``: 0 if none pays.
 
-        As :meth:`best_depth` with no draft forward: ``E(L) / (v(L + 1) s_v + o)`` against the target alone.
+        As :meth:`best_depth` with no draft forward: ``E(L) / (v(L + 1) s_v + o)``, against the
+        target alone and, given ``against`` (the step's drafted shape), against drafting it.
         """
-        alone = 1.0 / self.step_time(TreeShape(0, 1, 0), 0)
-        best, rate = 0, alone
+        floor = (1.0 + self.config.margin) / self.step_time(TreeShape(0, 1, 0), 0)
+        if against is not None and against.depth > 0:
+            drafted = expected_tokens(self.acceptance, against.depth) / self.step_time(against, against.depth)
+            floor = max(floor, drafted)
+        best, rate = 0, 0.0
         for length in range(1, longest + 1):
             r = expected_tokens(accuracy, length) / (self.costs.verify(length + 1) * self.verify_scale + self.other_s)
             if r > rate:
                 best, rate = length, r
-        return best if rate >= alone * (1.0 + self.config.margin) else 0
+        return best if rate >= floor else 0
 
     def shape(self) -> TreeShape:
         asked = self.policy.shape()
