@@ -29,13 +29,14 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 	@touch $@ $(VENV)/.installed
 
 # The main job, offline: SAGE speculative decoding on one prompt (Qwen2.5-Coder 1.5B target,
-# 0.5B draft, compared with the target alone; 1-2 min), then a small real compression study and
+# 0.5B draft packed to int4 on load, n-gram branches and the cost planner: the fastest lossless
+# configuration in benchmarks/results/spec_llm-reduced.json; compared with the target alone; 1-2 min), then a small real compression study and
 # its report (about 20 min on 2 CPU cores the first time; a finished study is not recomputed).
 # `demo-quick` answers three prompts with a small model.
 DEMO_PROMPT ?= Write a Python function that returns the n-th Fibonacci number, with a docstring.
 demo: $(VENV)/.installed
 	@echo "== SAGE speculative decoding (the target's own output, fewer target forwards) =="
-	$(BIN)/surefast speculate --max-new-tokens 96 "$(DEMO_PROMPT)"
+	$(BIN)/surefast speculate --draft-compress int4 --max-new-tokens 96 "$(DEMO_PROMPT)"
 	@echo "== compression-uncertainty study =="
 	$(BIN)/surefast study run $(DEMO_PLAN)
 

@@ -351,7 +351,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "policies": policies,
         "per_task": per_task,
-        "cost_model": model,
+        "upper_bound": model,
         "deploy": {
             "note": "lossless with respect to the int4-packed target (RTN), not the bf16 one; speed against the bf16 ar",
             "rows": deploy,

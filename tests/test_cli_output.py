@@ -203,7 +203,8 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the --image check")
 
-    monkeypatch.setattr(speculate, "load_pair", refuse)
+    monkeypatch.setattr(speculate, "load_model", refuse)
+    monkeypatch.setattr(speculate, "load_draft", refuse)
 
 
 def test_speculate_refuses_bad_images_before_loading_models(cli, tmp_path, no_model_load):

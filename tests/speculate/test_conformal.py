@@ -11,9 +11,8 @@ from surefast.speculate import SamplingConfig, SpeculativeDecoder
 from surefast.speculate.conformal import allocate_sets, set_sizes, update_threshold
 from surefast.speculate.policies import ConformalTreeConfig
 from surefast.speculate.stats import ConfigError
-from surefast.speculate.verify import probs
 
-from .test_sampling import P_MIN, SAMPLE, _markov_transitions, chi_square_p
+from .test_sampling import P_MIN, SAMPLE, markov_fit_p
 from .toy import markov_lm
 
 
@@ -97,9 +96,4 @@ def test_conformal_sampling_follows_markov_target():
     prompt = [1, 2]
     out = dec.generate(prompt, 1500, eos_token_id=None)
     assert out.stats.mean_accepted > 0.2
-    seq = prompt + out.tokens
-    groups = []
-    for (a, b), c in _markov_transitions(seq).items():
-        expected = probs(target.logits((a, b)), SAMPLE).numpy().astype(float)
-        groups.append((c, expected / expected.sum()))
-    assert chi_square_p(groups) > P_MIN
+    assert markov_fit_p(target, prompt + out.tokens, SAMPLE) > P_MIN

@@ -15,9 +15,9 @@ from surefast.speculate.ngram import NgramConfig, NgramIndex, lookup
 from surefast.speculate.policies import ChainConfig, SageConfig
 from surefast.speculate.stats import ConfigError
 from surefast.speculate.tree import TokenTree
-from surefast.speculate.verify import draw_children, probs, verify_sample
+from surefast.speculate.verify import draw_children, verify_sample
 
-from .test_sampling import P_MIN, SAMPLE, _markov_transitions, chi_square_p
+from .test_sampling import P_MIN, SAMPLE, chi_square_p, markov_fit_p
 from .toy import markov_lm
 
 
@@ -101,12 +101,7 @@ def test_sampling_with_ngram_branches_follows_markov_target(with_draft):
     prompt = [1, 2]
     out = dec.generate(prompt, 2000, eos_token_id=None)
     assert out.stats.summary()["ngram_accepted"] > 100  # the n-gram branches really were used
-    seq = prompt + out.tokens
-    groups = []
-    for (a, b), c in _markov_transitions(seq).items():
-        expected = probs(target.logits((a, b)), SAMPLE).numpy().astype(float)
-        groups.append((c, expected / expected.sum()))
-    assert chi_square_p(groups) > P_MIN
+    assert markov_fit_p(target, prompt + out.tokens, SAMPLE) > P_MIN
 
 
 def test_ngram_only_greedy_is_the_targets_output():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -142,7 +143,7 @@ def test_probes_back_off_while_speculation_does_not_pay():
         drafted = shape.depth > 0
         planner.observe(step(0, shape.depth, shape.depth, 0.2 * shape.depth if drafted else 0.0, 0.1))
     probes = [i for i, d in enumerate(planner.decisions) if d > 0]
-    gaps = [b - a for a, b in zip(probes, probes[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
     assert gaps == sorted(gaps) and gaps[-1] > 32  # 5, 9, 17, 33, 65, ...: ever rarer
     assert len(probes) < 10
 

@@ -87,6 +87,15 @@ def _markov_transitions(tokens: list[int]) -> dict[tuple[int, int], Counter]:
     return out
 
 
+def markov_fit_p(target, seq: list[int], sampling: SamplingConfig) -> float:
+    """Chi-square p-value of every transition in ``seq`` against the Markov target's p(next | last two)."""
+    groups = []
+    for (a, b), counts in _markov_transitions(seq).items():
+        expected = probs(target.logits((a, b)), sampling).numpy().astype(float)
+        groups.append((counts, expected / expected.sum()))
+    return chi_square_p(groups)
+
+
 @pytest.mark.parametrize(
     ("policy", "sampling"),
     [
@@ -104,12 +113,7 @@ def test_long_generation_follows_markov_target(policy, sampling):
     out = dec.generate(prompt, 1500, eos_token_id=None)
     assert len(out.tokens) == 1500
     assert out.stats.mean_accepted > 0.2  # speculation really happened
-    seq = prompt + out.tokens
-    groups = []
-    for (a, b), counts in _markov_transitions(seq).items():
-        expected = probs(target.logits((a, b)), sampling).numpy().astype(float)
-        groups.append((counts, expected / expected.sum()))
-    assert chi_square_p(groups) > P_MIN
+    assert markov_fit_p(target, prompt + out.tokens, sampling) > P_MIN
 
 
 def test_tiny_model_first_tokens_follow_target(tiny, perturbed):

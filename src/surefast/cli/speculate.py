@@ -107,7 +107,8 @@ def stats_table(stats: SpecStats, baseline: SpecStats | None = None, identical: 
         table.add_row(
             "time split",
             f"draft {share(stats.draft_s):.0f}%, verify {share(stats.verify_s):.0f}%, "
-            f"overhead {share(stats.overhead_s):.0f}% (prefill {stats.prefill_s:.2f} s)",
+            f"overhead {share(stats.overhead_s):.0f}% (prefill {stats.prefill_s:.2f} s); "
+            f"{100 * stats.time_split()['other_share']:.1f}% outside the models' forwards",
         )
         table.add_row(
             "tree per step",

@@ -20,6 +20,7 @@ import torch
 
 from surefast.errors import SurefastError
 from surefast.registry import suggestion
+from surefast.speculate.drafts import check_tokenizers
 from surefast.speculate.engine import SpecOutput, SpeculativeDecoder
 from surefast.speculate.model import HFCausalLM
 from surefast.speculate.ngram import NgramConfig
@@ -90,11 +91,7 @@ def load_pair(
 
     t = load_model(target, dtype=dtype, device=device, progress=progress)
     d = load_model(draft, dtype=dtype, device=device, progress=progress)
-    if t.tokenizer.get_vocab() != d.tokenizer.get_vocab():
-        raise SurefastError(
-            f"{draft} does not share {target}'s tokenizer",
-            "speculative decoding needs a draft with the same vocabulary (e.g. a smaller model of the same family)",
-        )
+    check_tokenizers(t.tokenizer, d.tokenizer, str(draft))
     return t, d
 
 

@@ -122,6 +122,16 @@ def packed_copy(model: nn.Module, compress: str, *, in_place: bool = False) -> n
     return out.eval()
 
 
+def check_tokenizers(target: Any, draft: Any, name: str) -> None:
+    """The draft must read and write the target's token ids: the same vocabulary, or one line saying not."""
+    if target.get_vocab() != draft.get_vocab():
+        raise SurefastError(
+            f"{name} does not share the target's tokenizer",
+            "speculative decoding needs a draft with the same vocabulary (e.g. a smaller model of the same family,"
+            " or --draft self:int4)",
+        )
+
+
 def load_draft(
     spec: DraftSpec, target: Any, *, dtype: Any = None, device: str | None = None, progress: Any = None
 ) -> Any:
@@ -135,10 +145,5 @@ def load_draft(
     if spec.kind == "self-packed":
         return packed_copy(target.model, spec.compress or "int4")
     loaded = load_model(spec.model, dtype=dtype, device=device, progress=progress)
-    if target.tokenizer.get_vocab() != loaded.tokenizer.get_vocab():
-        raise SurefastError(
-            f"{spec.model} does not share the target's tokenizer",
-            "speculative decoding needs a draft with the same vocabulary (e.g. a smaller model of the same family,"
-            " or --draft self:int4)",
-        )
+    check_tokenizers(target.tokenizer, loaded.tokenizer, spec.model)
     return packed_copy(loaded.model, spec.compress, in_place=True) if spec.compress else loaded.model
