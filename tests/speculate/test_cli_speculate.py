@@ -323,7 +323,12 @@ def test_plan_prints_expected_speedups_and_stops(run):
 
 
 def test_machine_report_prints_the_cost_curve(run):
-    out = run("hi", "--target", "tiny:qwen2@0", "--machine-report")
+    out = run("--target", "tiny:qwen2@0", "--machine-report")  # no prompt needed
     assert out.returncode == 0, out.stderr
     assert "k=16" in out.stdout and "bf16" in out.stdout and "fp32" in out.stdout
     assert "a 16-token forward costs" in out.stdout
+
+
+def test_a_missing_prompt_is_one_line(run):
+    out = run("--target", "tiny:qwen2@0")
+    assert out.returncode == 2 and out.stderr.startswith("error: give a prompt"), out.stderr

@@ -148,7 +148,9 @@ def explain_divergence(div: Divergence, dtype: str) -> str:
 
 
 def speculate(
-    prompt: Annotated[str, typer.Argument(help="the user message (chat template applied for instruct models)")],
+    prompt: Annotated[
+        str | None, typer.Argument(help="the user message (chat template applied for instruct models)")
+    ] = None,
     target: Annotated[str, typer.Option(help="target model spec")] = DEFAULT_TARGET,
     draft: Annotated[
         str, typer.Option(help="draft: a model spec (same tokenizer), self:int4, self:int8, self:layers=K or ngram")
@@ -201,6 +203,8 @@ def speculate(
     stats_json: Annotated[Path | None, typer.Option(help="write the full statistics (every step) to this file")] = None,
 ) -> None:
     """Speculative decoding of TARGET with DRAFT: stream the answer, then print the statistics."""
+    if prompt is None and not machine_report:
+        raise SurefastError("give a prompt", 'e.g. surefast speculate "Write a function that reverses a string."')
     method = check_method(policy)
     overrides = parse_options(option or [])
     config = _policy_config(method, overrides)
@@ -219,6 +223,7 @@ def speculate(
         if machine_report:
             _print_machine_report(t, target)
             return
+        assert prompt is not None  # checked above
         d = load_draft(draft_spec, t, dtype=dtype, progress=progress)
     visual = bool(image or video)
     if visual and (draft_spec.kind == "ngram" or plan):

@@ -27,7 +27,9 @@ by ``margin``. While the target runs alone nothing is learnt about acceptance, s
 a probe that does not bring speculation back doubles the wait before the next (up to
 ``max_probe_gap``), so a draft that never pays costs ever less.
 The policy still sees every step (its history and entropy stay current); the shape only ever
-shrinks, so every policy stays lossless.
+shrinks, so every policy stays lossless. N-gram lookups cost no draft forward: :meth:`Planner.free_depth`
+weighs verifying one alone, ``E(L) / (v(L + 1) s_v + o)`` at the lookups' own accuracy, against
+the target alone and against the drafted step, and the engine verifies it instead when it wins.
 """
 
 from __future__ import annotations
@@ -252,7 +254,8 @@ class Planner:
         self.policy.observe(step)
 
     def summary(self) -> dict[str, Any]:
-        """What the planner saw and chose: costs, running ratios, acceptance, share of target-alone steps."""
+        """What the planner saw and chose: costs, running ratios, acceptance, and ``target_alone_steps``:
+        the steps it gave no draft forward (the target alone, or a free n-gram lookup, :meth:`free_depth`)."""
         n = len(self.decisions)
         return {
             "costs": self.costs.to_dict(),
