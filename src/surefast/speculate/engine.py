@@ -5,7 +5,8 @@ State between steps (batch size 1):
 - the target cache holds the committed sequence except its last token, the *root*: the token
   the target chose last, which is fed (as node 0 of the tree) with the next verification;
 - the draft cache holds the committed sequence except ``pending`` and the root (``pending`` are
-  accepted tokens the draft never saw: an accepted leaf of the last tree).
+  accepted tokens the draft never saw: an accepted leaf or n-gram node of the last tree, or all
+  tokens of steps the draft did not run in).
 
 One step:
 
