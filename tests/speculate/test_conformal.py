@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from surefast.speculate import SamplingConfig, SpeculativeDecoder
-from surefast.speculate.conformal import allocate_sets, set_sizes, update_threshold
+from surefast.speculate.conformal import inside_sets, set_sizes, update_threshold
+from surefast.speculate.draft import allocate
 from surefast.speculate.policies import ConformalTreeConfig
 from surefast.speculate.stats import ConfigError
 
@@ -49,7 +50,7 @@ def test_allocation_stays_inside_the_sets_and_the_budget():
     scores = torch.tensor([-0.1, -0.5, -1.0, -3.0])
     sizes = torch.tensor([1, 3, 2, 4])
     for n in range(0, 12):
-        counts = allocate_sets(scores, torch.log(q.topk(4, dim=-1).values), sizes, n, spine=3)
+        counts = allocate(scores, inside_sets(torch.log(q.topk(4, dim=-1).values), sizes), n, spine=3)
         assert sum(counts) == min(n, int(sizes.sum()))
         assert all(c <= s for c, s in zip(counts, sizes.tolist(), strict=True))
         if n:

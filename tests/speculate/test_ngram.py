@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from surefast.speculate import SpeculativeDecoder
-from surefast.speculate.ngram import NgramConfig, NgramIndex, lookup
+from surefast.speculate.ngram import NgramConfig, NgramIndex, occurrence_order
 from surefast.speculate.policies import ChainConfig, SageConfig
 from surefast.speculate.stats import ConfigError
 from surefast.speculate.tree import TokenTree
@@ -19,6 +19,21 @@ from surefast.speculate.verify import draw_children, verify_sample
 
 from .test_sampling import P_MIN, SAMPLE, chi_square_p, markov_fit_p
 from .toy import markov_lm
+
+
+def lookup(tokens: list[int], config: NgramConfig) -> list[list[int]]:
+    """Naive reference of :meth:`NgramIndex.propose`: scan the whole sequence for each n-gram length."""
+    last = len(tokens) - 1
+    out: list[list[int]] = []
+    for n in range(min(config.max_ngram, last), config.min_ngram - 1, -1):
+        suffix = tokens[last - n + 1 :]
+        for end in occurrence_order([e for e in range(n - 1, last) if tokens[e - n + 1 : e + 1] == suffix]):
+            cont = tokens[end + 1 : end + 1 + config.length]
+            if cont and cont not in out:
+                out.append(cont)
+                if len(out) >= config.branches:
+                    return out
+    return out
 
 
 @settings(max_examples=200, deadline=None)

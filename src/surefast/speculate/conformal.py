@@ -41,22 +41,11 @@ def set_sizes(top: torch.Tensor, mass: float) -> torch.Tensor:
     return ((before < mass) & (top > 0)).sum(dim=-1).clamp_(min=1)
 
 
-def allocate_sets(
-    scores: torch.Tensor, logp: torch.Tensor, sizes: torch.Tensor, n: int, spine: int | None
-) -> list[int]:
-    """Children per frontier node: within each node's set, the ``n`` best (node, rank) pairs by path log-prob.
+def inside_sets(logp: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """``logp [F, k]`` (top log-probabilities, descending) with every rank outside its row's set at -inf.
 
-    ``scores [F]`` path log-probs, ``logp [F, k]`` top log-probabilities (descending), ``sizes [F]``.
+    Handed to the budgeted allocation (:func:`surefast.speculate.draft.allocate`), which then keeps
+    the best (node, rank) pairs by path log-prob within the sets.
     """
-    k = logp.shape[-1]
-    cand = scores[:, None] + logp  # [F, k]
-    inside = torch.arange(k, device=logp.device)[None, :] < sizes[:, None]
-    flat = cand.masked_fill(~inside, float("-inf")).flatten()
-    take = min(n, int(torch.isfinite(flat).sum()))
-    if take == 0:
-        return [0] * logp.shape[0]
-    counts = torch.bincount(flat.topk(take).indices // k, minlength=logp.shape[0])
-    if spine is not None and counts[spine] == 0:  # the spine's best token is always in its set
-        counts = torch.bincount(flat.topk(take - 1).indices // k, minlength=logp.shape[0])
-        counts[spine] += 1
-    return counts.tolist()
+    outside = torch.arange(logp.shape[-1], device=logp.device)[None, :] >= sizes[:, None]
+    return logp.masked_fill(outside, float("-inf"))

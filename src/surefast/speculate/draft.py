@@ -25,7 +25,7 @@ import torch
 
 from surefast.errors import SurefastError
 from surefast.speculate.cache import KVCache
-from surefast.speculate.conformal import allocate_sets, set_sizes
+from surefast.speculate.conformal import inside_sets, set_sizes
 from surefast.speculate.model import CausalLM, causal_mask
 from surefast.speculate.policies import normalized_topk_entropy, topk_entropy
 from surefast.speculate.stats import TreeShape
@@ -177,7 +177,7 @@ def grow_tree(
             sets.update(
                 (f, top[row][:size]) for row, (f, size) in enumerate(zip(frontier, sizes.tolist(), strict=True))
             )
-            counts = allocate_sets(scores, ranked.logp, sizes, room, spine_row)
+            counts = allocate(scores, inside_sets(ranked.logp, sizes), room, spine_row)
         else:
             counts = allocate(scores, ranked.logp, room, spine_row)
         new = []

@@ -280,10 +280,12 @@ class SpeculativeDecoder:
             free = policy.free_depth(index.accuracy, longest, shape if self.draft is not None else None)
         else:
             free = longest if self.draft is None or index.trusted else 0
-        lookups = index.propose(free) if free > 0 else []
-        if lookups or self.draft is None:
+        if free > 0:  # one lookup: if it finds nothing, a shorter one finds nothing either
+            lookups = index.propose(free)
             return lookups, self.draft is not None and bool(lookups)
-        return (index.propose(shape.depth) if shape.depth > 0 else []), False
+        if self.draft is None or shape.depth <= 0:
+            return [], False
+        return index.propose(shape.depth), False
 
     @staticmethod
     def _graft(tree: TokenTree, lookups: list[list[int]], budget: int, depth: int) -> set[int]:

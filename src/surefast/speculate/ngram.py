@@ -100,7 +100,7 @@ class NgramIndex:
             return out
         for n in range(min(c.max_ngram, last), c.min_ngram - 1, -1):
             ends = self.ends.get(tuple(seq[last - n + 1 :]), [])
-            for end in _order(ends[:-1] if ends and ends[-1] == last else ends):  # not the suffix itself
+            for end in occurrence_order(ends[:-1] if ends and ends[-1] == last else ends):  # not the suffix itself
                 cont = seq[end + 1 : end + 1 + length]
                 if cont and cont not in out:
                     out.append(cont)
@@ -109,7 +109,7 @@ class NgramIndex:
         return out
 
 
-def _order(ends: list[int]) -> list[int]:
+def occurrence_order(ends: list[int]) -> list[int]:
     """Occurrences in the order they are tried: the most recent, the earliest, then the others, newest first."""
     if len(ends) <= 2:
         return ends[::-1]
@@ -122,18 +122,3 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     while n < len(a) and n < len(b) and a[n] == b[n]:
         n += 1
     return n
-
-
-def lookup(tokens: list[int], config: NgramConfig) -> list[list[int]]:
-    """Naive reference of :meth:`NgramIndex.propose`: scan the whole sequence for each n-gram length."""
-    last = len(tokens) - 1
-    out: list[list[int]] = []
-    for n in range(min(config.max_ngram, last), config.min_ngram - 1, -1):
-        suffix = tokens[last - n + 1 :]
-        for end in _order([e for e in range(n - 1, last) if tokens[e - n + 1 : e + 1] == suffix]):
-            cont = tokens[end + 1 : end + 1 + config.length]
-            if cont and cont not in out:
-                out.append(cont)
-                if len(out) >= config.branches:
-                    return out
-    return out

@@ -126,7 +126,7 @@ class SpecStats:
         draft = sum(s.draft_forward_s for s in self.steps)
         target = sum(s.target_forward_s for s in self.steps)
         total = sum(s.step_s for s in self.steps)
-        other = max(0.0, total - draft - target)
+        other = sum(s.bookkeeping_s for s in self.steps)
         return {
             "draft_forward_s": draft,
             "target_forward_s": target,
