@@ -23,6 +23,7 @@ from rich.table import Table
 from surefast.atomic import write_errors
 from surefast.cli.options import cap_new_tokens, parse_options
 from surefast.cli.progress import progress_bar
+from surefast.cli.speculate_probe import print_forecast, print_machine_report
 from surefast.errors import SurefastError
 from surefast.models import load_model, parse_spec
 from surefast.models.arch import model_max_length
@@ -31,7 +32,6 @@ from surefast.speculate.api import HF_METHODS, TextStream, check_method
 from surefast.speculate.compare import Comparison, Phase, compare
 from surefast.speculate.divergence import Divergence
 from surefast.speculate.drafts import DraftSpec, load_draft, parse_draft
-from surefast.speculate.forecast import forecast, machine_report
 from surefast.speculate.ngram import NgramConfig
 from surefast.speculate.planner import PlanConfig
 from surefast.speculate.policies import POLICY_CONFIGS, policy_config
@@ -221,7 +221,7 @@ def speculate(
     with progress_bar(err) as progress:
         t = load_model(parse_spec(target), dtype=dtype, progress=progress)
         if machine_report:
-            _print_machine_report(t, target)
+            print_machine_report(console, t, target)
             return
         assert prompt is not None  # checked above
         d = load_draft(draft_spec, t, dtype=dtype, progress=progress)
@@ -235,7 +235,7 @@ def speculate(
     else:
         prompt_in = ids = encode_chat(t.tokenizer, prompt, use_template=chat)
     if plan:
-        _print_forecast(t.model, d, draft_spec, ids, engine.get("ngram"))
+        print_forecast(console, t.model, d, draft_spec, ids, engine.get("ngram"))
         return
     # Both models see the prompt and every new token but the last: all must fit the shorter context.
     lengths = [(target, model_max_length(t.model))] + ([(draft, model_max_length(d))] if d is not None else [])
@@ -297,57 +297,6 @@ def _engine_settings(spec: DraftSpec, ngram: bool, adapt: bool) -> dict[str, Any
     if adapt:
         out["plan"] = PlanConfig()
     return out
-
-
-def _print_machine_report(t: Any, name: str) -> None:
-    """``--machine-report``: the CPU, and the target's forward time per token count in bf16 and fp32."""
-    with console.status("timing forwards of 1, 4, 16 and 25 tokens after a 200-token cache (bf16, fp32)"):
-        report = machine_report(t.model)
-    m = report["machine"]
-    console.print(
-        f"[bold]{escape(m['cpu_model'])}[/]: torch capability {m['cpu_capability']}, "
-        f"flags {', '.join(m['cpu_flags']) or 'none'}, {m['threads']} threads"
-    )
-    table = Table(title=f"{escape(name)}: one forward of k tokens after {report['context']} cached (ms)")
-    table.add_column("dtype")
-    for k in report["sizes"]:
-        table.add_column(f"k={k}", justify="right")
-    for dtype, curve in report["curves"].items():
-        table.add_row(dtype, *(f"{1000 * curve['forward_s'][str(k)]:.0f}" for k in report["sizes"]))
-    console.print(table)
-    for dtype, curve in report["curves"].items():
-        console.print(f"{dtype}: {curve['verdict']}", markup=False, highlight=False, soft_wrap=True)
-
-
-def _print_forecast(target: Any, draft: Any, spec: DraftSpec, ids: Any, ngram: Any) -> None:
-    """``--plan``: probe the draft (and n-gram lookups alone) and print each method's expected speed-up."""
-    drafts = {spec.label: draft} if draft is not None else {}
-    drafts["ngram"] = None
-    with console.status("probing: target forward costs, then 32 tokens per draft and method"):
-        costs, rows = forecast(target, drafts, ids, ngram=ngram)
-    table = Table(title="expected speed-up over the target alone (cost model, this machine, this prompt)")
-    for col in ("draft", "method", "tokens/step", "tree", "draft ms/step", "expected"):
-        table.add_column(col, justify="left" if col in ("draft", "method") else "right")
-    for r in rows:
-        table.add_row(
-            escape(r.draft),
-            r.method,
-            f"{r.tokens_per_step:.2f}",
-            f"{r.mean_tree:.1f}",
-            f"{1000 * r.draft_forward_s_per_step:.0f}",
-            f"{r.expected_speedup:.2f}x",
-        )
-    console.print(table)
-    curve = ", ".join(f"{n}: {1000 * v:.0f}" for n, v in zip(costs.sizes, costs.verify_s, strict=True))
-    console.print(f"target forward ms by tokens: {curve}", markup=False, highlight=False)
-    best = max(rows, key=lambda r: r.expected_speedup)
-    if best.expected_speedup < 1.0:
-        console.print(
-            f"[yellow]warning: speculation is expected to lose on this machine (best {best.expected_speedup:.2f}x); "
-            "with --adapt (the default) the decoder runs the target alone when drafting does not pay[/]"
-        )
-    else:
-        console.print(f"best: --draft {escape(best.draft)} --policy {best.method} ({best.expected_speedup:.2f}x)")
 
 
 def stats_payload(result: Comparison) -> dict[str, Any]:
