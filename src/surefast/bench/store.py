@@ -7,6 +7,11 @@ Layout under the store root (default ``$SUREFAST_HOME/results``)::
                                    one row per (model, compression, task, strategy,
                                    score_fn, alpha, split, metric) -> value; a part is one
                                    unit of work (e.g. one model x compression x task x strategy)
+    runs/<run_id>/items-<key>.parquet
+                                   the same unit's scored items, one row each: uid, label,
+                                   option logits, subject and the question's opening (the
+                                   paired per-item diagnostics read these; written before the
+                                   results part, so a stored part always has its items)
 
 Each run writes only its own folder, and every file is written to a temporary name and
 renamed, so two runs sharing a store never corrupt each other and a killed run leaves either
@@ -93,6 +98,28 @@ RESULT_SCHEMA = pa.schema(
         ("protocol", pa.string()),
     ]
 )
+
+
+# One row per scored item of a unit (``items-<key>.parquet``): what per-item analyses need without
+# re-running a model. ``logits`` holds the unit's option logits (six for surefast's tasks, the
+# task's own count for imported lm-eval runs); ``group`` the item's subject or sub-source ("" if
+# none); ``text`` the opening of its question (QUESTION_CHARS) for listing the items that changed.
+ITEM_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("compression", pa.string()),
+        ("task", pa.string()),
+        ("strategy", pa.string()),
+        ("uid", pa.string()),
+        ("label", pa.int32()),
+        ("logits", pa.list_(pa.float32())),
+        ("group", pa.string()),
+        ("text", pa.string()),
+        ("protocol", pa.string()),
+    ]
+)
+QUESTION_CHARS = 240
 
 
 def default_store() -> Path:
@@ -215,13 +242,31 @@ class Run:
             for row in rows
         ]
         table = pa.Table.from_pylist(new, schema=RESULT_SCHEMA)
+        self._write_table(self._file_of(part), part, table)
+        return len(new)
+
+    def write_items(self, part: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Store the scored items of one unit (:data:`ITEM_SCHEMA`), checked like a results part.
+
+        Missing ``compression``, ``group``, ``text`` and ``protocol`` default to ""; run_id is set.
+        """
+        new = [
+            {"compression": "", "group": "", "text": "", "protocol": "", **row, "run_id": self.run_id} for row in rows
+        ]
+        table = pa.Table.from_pylist(new, schema=ITEM_SCHEMA)
+        self._write_table(self._items_file(part), part, table)
+        return len(new)
+
+    def _write_table(self, path: Path, part: str, table: pa.Table) -> None:
         table = table.replace_schema_metadata({PART_KEY: part.encode(), SHA_KEY: _rows_sha(part, table).encode()})
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
         with write_errors(self.folder):
             self.folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self._file_of(part), sink.getvalue().to_pybytes())
-        return len(new)
+            atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+    def _items_file(self, part: str) -> Path:
+        return self.folder / f"items-{part_key(part)}.parquet"
 
     def parts(self) -> set[str]:
         """The file keys (:func:`part_key`, or an old file's sanitized name) of the parts stored."""
@@ -404,15 +449,21 @@ class Store:
         con.register("results", table)
         return con.execute(sql, params or None)
 
-    def _part_files(self, runs: Sequence[str] | None) -> list[Path]:
+    def items(self, runs: Sequence[str] | None = None) -> pa.Table:
+        """The stored items (:data:`ITEM_SCHEMA`) of ``runs`` (None: every run), each file checked;
+        empty for runs stored before items were kept."""
+        tables = [read_part(f).replace_schema_metadata(None) for f in self._part_files(runs, "items")]
+        return pa.concat_tables(tables, promote_options="permissive") if tables else ITEM_SCHEMA.empty_table()
+
+    def _part_files(self, runs: Sequence[str] | None, kind: str = "results") -> list[Path]:
         base = self.root / "runs"
         if runs is None:
-            return sorted(base.glob("*/results-*.parquet"))
+            return sorted(base.glob(f"*/{kind}-*.parquet"))
         if isinstance(runs, str):  # would be read letter by letter
             raise TypeError("runs: a list of run ids, not one string")
         files: list[Path] = []
         for run_id in dict.fromkeys(runs):
             if Path(run_id).name != run_id or run_id in ("", ".", "..") or not (base / run_id).is_dir():
                 raise SurefastError(f"run {run_id!r} not found in {self.root}", "give a run id from this store")
-            files += sorted((base / run_id).glob("results-*.parquet"))
+            files += sorted((base / run_id).glob(f"{kind}-*.parquet"))
         return files
