@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from surefast.conformal.conditional import Grouping
 from surefast.conformal.scores import ScoreConfig, tie_blocks
 from surefast.conformal.splits import split_metrics
 
@@ -49,6 +50,7 @@ def bootstrap_metrics(
     n_boot: int,
     seed: int,
     fill_empty: bool = False,
+    groupings: Sequence[Grouping] = (),
 ) -> np.ndarray:
     """Per replicate, the mean over the ``R`` splits of every metric: ``[S, A, B, M]``.
 
@@ -86,6 +88,7 @@ def bootstrap_metrics(
             tile(u_test),
             fill_empty=fill_empty,
             blocks=blocks,
+            groupings=groupings,
         )
         values = values.reshape(*values.shape[:2], b, n_splits, values.shape[-1])
         with warnings.catch_warnings():

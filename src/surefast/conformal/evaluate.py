@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +16,10 @@ import numpy as np
 
 from surefast.conformal.bootstrap import bootstrap_metrics
 from surefast.conformal.calibrate import min_calibration_size
+from surefast.conformal.conditional import item_groupings
 from surefast.conformal.inputs import check_alphas, check_labels, check_probs
 from surefast.conformal.scores import ScoreConfig, get_score
-from surefast.conformal.splits import METRICS, N_OPTIONS, SCALAR_METRICS, split_indices, split_metrics, split_uniforms
+from surefast.conformal.splits import METRICS, is_scalar, metric_names, split_indices, split_metrics, split_uniforms
 from surefast.errors import SurefastError
 
 SPLITS, BOOTSTRAP = "splits", "bootstrap"  # the two kinds of rows (the store's `resampling` column)
@@ -55,8 +56,8 @@ class SplitResults:
         if self.boot is None:
             return out
         # Replicates of the scalar metrics only: intervals are drawn for those, and the
-        # histogram metrics would triple the stored rows.
-        scalar = tuple(m for m in self.metrics if m in SCALAR_METRICS)
+        # histogram and per-group metrics would multiply the stored rows.
+        scalar = tuple(m for m in self.metrics if is_scalar(m))
         index = [self.metrics.index(m) for m in scalar]
         return out + self._rows(self.boot[..., index], BOOTSTRAP, scalar)
 
@@ -81,12 +82,11 @@ def evaluate_splits(
     from_logits: bool = False,
     fill_empty: bool = False,
     n_boot: int = 0,
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> SplitResults:
     """Array form of :func:`evaluate` (same arguments); the table is ``.rows()`` of the result."""
     p = check_probs(probs, from_logits=from_logits)  # [N, K], rows summing to 1
-    n, k = p.shape
-    if k != N_OPTIONS:
-        raise SurefastError(f"expected {N_OPTIONS} option columns (A-F), got {k}")
+    n, k = p.shape  # K >= 2 (check_probs)
     y = check_labels(labels, n, k)
     alphas_ = check_alphas(alphas)
     configs = [get_score(s) for s in score_fns]
@@ -96,6 +96,10 @@ def evaluate_splits(
     if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 0:
         raise SurefastError(f"n_boot must be an integer >= 0, got {n_boot!r}")
     cal, test = split_indices(n, n_splits, cal_fraction, seed)
+    try:
+        groupings = item_groupings(y, k, groups, cal_fraction)
+    except ValueError as exc:
+        raise SurefastError(str(exc)) from None
     n_cal = cal.shape[1]
     for a in alphas_:
         if n_cal < min_calibration_size(a):
@@ -108,13 +112,24 @@ def evaluate_splits(
     u = split_uniforms(n, n_splits, seed) if any(c.randomized for c in configs) else None  # [R, N] by position
     u_cal = None if u is None else np.take_along_axis(u, cal, axis=1)
     u_test = None if u is None else np.take_along_axis(u, test, axis=1)
-    values = split_metrics(p, y, configs, alphas_, cal, test, u_cal, u_test, fill_empty=fill_empty)
+    values = split_metrics(p, y, configs, alphas_, cal, test, u_cal, u_test, fill_empty=fill_empty, groupings=groupings)
     boot = None
     if n_boot:
         boot = bootstrap_metrics(
-            p, y, configs, alphas_, cal, test, u, n_boot=int(n_boot), seed=seed, fill_empty=fill_empty
+            p,
+            y,
+            configs,
+            alphas_,
+            cal,
+            test,
+            u,
+            n_boot=int(n_boot),
+            seed=seed,
+            fill_empty=fill_empty,
+            groupings=groupings,
         )
-    return SplitResults(score_fns=names, alphas=alphas_, values=values, boot=boot)
+    metrics = metric_names(k, [(g.name, g.labels) for g in groupings])
+    return SplitResults(score_fns=names, alphas=alphas_, values=values, metrics=metrics, boot=boot)
 
 
 def evaluate(
@@ -129,11 +144,15 @@ def evaluate(
     from_logits: bool = False,
     fill_empty: bool = False,
     n_boot: int = 0,
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Split-conformal metrics over ``n_splits`` random calibration/test splits, as a tidy table.
 
-    ``probs`` ``[N, 6]`` are softmax probabilities over options A-F (or logits with
-    ``from_logits=True``), ``labels`` ``[N]`` the right option indices. ``score_fns`` are
+    ``probs`` ``[N, K]`` are softmax probabilities over the options (A-F for surefast's tasks,
+    any ``K >= 2`` for imported ones; or logits with ``from_logits=True``), ``labels`` ``[N]``
+    the right option indices. ``groups`` maps a grouping name to one label per item (e.g.
+    ``{"subject": [...]}``) for conditional coverage; the true answer's letter (``position``) is
+    always a grouping (:mod:`surefast.conformal.conditional`). ``score_fns`` are
     registry names (:data:`~surefast.conformal.scores.SCORES`) or score configs; all ``alphas``
     are done in one pass on the same splits. Returns one dict per (score_fn, alpha, split,
     metric) with keys ``score_fn, alpha, split, metric, value, resampling`` (``"splits"``);
@@ -159,6 +178,7 @@ def evaluate(
         from_logits=from_logits,
         fill_empty=fill_empty,
         n_boot=n_boot,
+        groups=groups,
     ).rows()
 
 

@@ -54,7 +54,7 @@ def set_sizes(sets: np.ndarray) -> np.ndarray:
 def set_size_histogram(sets: np.ndarray) -> np.ndarray:
     """Share of items with set size ``s`` for ``s = 0..K``: ``[..., K + 1]``, summing to 1."""
     sizes = set_sizes(sets)
-    return _bin_totals(sizes, sets.shape[-1] + 1) / sizes.shape[-1]
+    return bin_totals(sizes, sets.shape[-1] + 1) / sizes.shape[-1]
 
 
 def coverage_by_set_size(sets: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -63,8 +63,8 @@ def coverage_by_set_size(sets: np.ndarray, labels: np.ndarray) -> np.ndarray:
     NaN where no item has that size. Size 0 is 0 whenever defined; size K is 1.
     """
     sizes, n_bins = set_sizes(sets), sets.shape[-1] + 1
-    count = _bin_totals(sizes, n_bins)
-    hits = _bin_totals(sizes, n_bins, weights=covered(sets, labels))
+    count = bin_totals(sizes, n_bins)
+    hits = bin_totals(sizes, n_bins, weights=covered(sets, labels))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, hits / np.maximum(count, 1), np.nan)
 
@@ -96,11 +96,11 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
     hit = (predicted(probs) == labels).astype(np.float64)
     # Rounded before the ceiling so a confidence on an edge (0.7 * 10 = 7.000000000000001) stays in its bin.
     idx = np.clip(np.ceil(np.round(conf * n_bins, 9)).astype(np.int64) - 1, 0, n_bins - 1)
-    gap = _bin_totals(idx, n_bins, weights=hit - conf)  # [..., B]: hits_b - conf_sum_b
+    gap = bin_totals(idx, n_bins, weights=hit - conf)  # [..., B]: hits_b - conf_sum_b
     return np.abs(gap).sum(axis=-1) / conf.shape[-1]
 
 
-def _bin_totals(idx: np.ndarray, n_bins: int, weights: np.ndarray | None = None) -> np.ndarray:
+def bin_totals(idx: np.ndarray, n_bins: int, weights: np.ndarray | None = None) -> np.ndarray:
     """Per leading index, the count (or summed weight) of the ``N`` items in each bin.
 
     ``idx`` ``[..., N]`` in ``0..n_bins-1`` -> ``[..., n_bins]``; one ``bincount`` over offset bins

@@ -11,7 +11,7 @@ each metric reduces over the ``N`` items and returns ``[...]``. The answer is ``
 - :func:`aurc`: area under the risk-coverage curve, the mean over ``k = 1..N`` of the error rate
   on the ``k`` most confident items (Geifman and El-Yaniv 2017; lower is better).
 - :func:`brier` (multi-class: ``sum_k (p_k - 1[k = y])^2``, mean over items) and :func:`nll`
-  (``-log p_y``, with ``p_y`` floored at :data:`FLOOR`).
+  (``-log p_y``, with ``p_y`` floored at :data:`FLOOR`, ~2e-308: a confident wrong answer costs its full ~700 nats at most, not a capped 27.6).
 
 Ordering by confidence is a stable sort of the negated confidence: among equal confidences the
 item that comes first keeps its place, so the result does not depend on the platform's sort.
@@ -26,7 +26,7 @@ from scipy.stats import rankdata
 
 from surefast.conformal.metrics import predicted
 
-FLOOR = 1e-12  # smallest probability NLL takes the log of (a zero would be infinite)
+FLOOR = float(np.finfo(np.float64).tiny)  # smallest p_y NLL takes the log of: a zero would be infinite
 
 
 def confidence(probs: np.ndarray) -> np.ndarray:
@@ -83,3 +83,45 @@ def nll(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Mean negative log-probability of the true option (natural log; ``p_y`` floored at :data:`FLOOR`)."""
     p_true = np.take_along_axis(probs, np.asarray(labels)[..., None], axis=-1)[..., 0]
     return -np.log(np.maximum(p_true, FLOOR)).mean(axis=-1)
+
+
+def selective_metrics(probs: np.ndarray, labels: np.ndarray, coverages: tuple[float, ...]) -> dict[str, np.ndarray]:
+    """:func:`auroc_correct`, :func:`selective_accuracy` at each of ``coverages`` (keyed
+    ``selective_accuracy_<percent>``), :func:`aurc`, :func:`brier` and :func:`nll`, each ``[...]``.
+
+    The same numbers as the single functions (tested against them), from one sort of the
+    confidences instead of one per metric: the benchmark computes these for every split of every
+    bootstrap replicate. AUROC's average ranks of tied confidences come from the sorted order's
+    tie blocks (first and last position of each run of equal values).
+    """
+    conf = confidence(probs)  # [..., N]
+    right = np.argmax(probs, axis=-1) == labels
+    n = conf.shape[-1]
+    order = np.argsort(-conf, axis=-1, kind="stable")  # decreasing confidence, stable
+    ranked = np.take_along_axis(right, order, axis=-1)  # correctness by decreasing confidence
+    out: dict[str, np.ndarray] = {}
+    hits = np.cumsum(ranked, axis=-1)  # [..., N]: right answers among the k most confident
+    for c in coverages:
+        if not 0.0 < c <= 1.0:
+            raise ValueError(f"coverage must be in (0, 1], got {c}")
+        keep = max(1, math.ceil(c * n - 1e-9))
+        out[f"selective_accuracy_{round(100 * c)}"] = hits[..., keep - 1] / keep
+    k = np.arange(1, n + 1)
+    out["aurc"] = ((k - hits) / k).mean(axis=-1)
+    # Average ascending ranks (1-based) of the confidences, from the descending order's tie blocks.
+    desc = np.take_along_axis(conf, order, axis=-1)
+    new = np.ones(desc.shape, dtype=bool)
+    new[..., 1:] = desc[..., 1:] != desc[..., :-1]
+    pos = np.broadcast_to(np.arange(n), desc.shape)
+    first = np.maximum.accumulate(np.where(new, pos, 0), axis=-1)  # block start (descending positions)
+    end = np.ones(desc.shape, dtype=bool)
+    end[..., :-1] = new[..., 1:]
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(end, pos, n - 1), axis=-1), axis=-1), axis=-1)
+    ranks = n - (first + last) / 2.0  # descending position p has ascending rank n - p
+    n_pos = ranked.sum(axis=-1)
+    n_neg = n - n_pos
+    rank_sum = np.where(ranked, ranks, 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auroc = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    out["auroc"] = np.where((n_pos > 0) & (n_neg > 0), auroc, np.nan)
+    return {**out, "brier": brier(probs, labels), "nll": nll(probs, labels)}

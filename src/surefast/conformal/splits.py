@@ -17,19 +17,51 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from surefast.conformal import conditional as C
 from surefast.conformal import metrics as M
+from surefast.conformal import selective as S
 from surefast.conformal.calibrate import conformal_quantile, fill_empty_with_top, prediction_sets
 from surefast.conformal.scores import ScoreArray, ScoreConfig, TieBlocks, at_labels, score_array, tie_blocks
 from surefast.data.items import LETTERS
 from surefast.errors import SurefastError
 
 N_OPTIONS = len(LETTERS)  # six: A-D task content, E "I don't know", F "None of the above"
-SCALAR_METRICS = ("accuracy", "coverage", "mean_set_size", "uacc", "ece", "e_share", "f_share")
-METRICS = (
-    *SCALAR_METRICS,
-    *(f"set_size_hist_{s}" for s in range(N_OPTIONS + 1)),
-    *(f"coverage_at_size_{s}" for s in range(N_OPTIONS + 1)),
+SELECTIVE_COVERAGES = (0.5, 0.8, 0.9)  # shares of the most confident items selective accuracy keeps
+SELECTIVE_METRICS = (
+    "auroc",
+    *(f"selective_accuracy_{round(100 * c)}" for c in SELECTIVE_COVERAGES),
+    "aurc",
+    "brier",
+    "nll",
 )
+SCALAR_METRICS = ("accuracy", "coverage", "mean_set_size", "uacc", "ece", "e_share", "f_share", *SELECTIVE_METRICS)
+GROUP_SUMMARIES = ("coverage_worst", "coverage_gap")  # per grouping, over its judged groups (conditional.py)
+
+
+def metric_names(n_options: int = N_OPTIONS, groupings: Sequence[tuple[str, Sequence[str]]] = ()) -> tuple[str, ...]:
+    """The metrics of :func:`split_metrics` in order: scalars, the size histogram and size-stratified
+    coverage (sizes ``0..K``) with their summaries (``@size``), then per grouping ``(name, labels)``
+    its summaries and per group ``coverage@name=label``, ``set_size@name=label`` and ``n@name=label``
+    (test items)."""
+    sizes = range(n_options + 1)
+    names = [
+        *SCALAR_METRICS,
+        *(f"set_size_hist_{s}" for s in sizes),
+        *(f"coverage_at_size_{s}" for s in sizes),
+        *(f"{m}@size" for m in GROUP_SUMMARIES),
+    ]
+    for name, labels in groupings:
+        names += [f"{m}@{name}" for m in GROUP_SUMMARIES]
+        names += [f"{m}@{name}={label}" for label in labels for m in ("coverage", "set_size", "n")]
+    return tuple(names)
+
+
+def is_scalar(metric: str) -> bool:
+    """Whether a metric is one number per split with item-bootstrap replicates stored beside it."""
+    return metric in SCALAR_METRICS or metric.split("@")[0] in GROUP_SUMMARIES
+
+
+METRICS = metric_names(N_OPTIONS, [("position", LETTERS)])  # of six options without user groupings
 
 
 def split_indices(n: int, n_splits: int, cal_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,27 +127,35 @@ def split_metrics(
     *,
     fill_empty: bool = False,
     blocks: TieBlocks | None = None,
+    groupings: Sequence[C.Grouping] = (),
 ) -> np.ndarray:
-    """Every metric of every split: ``[S, A, R, M]`` (M = :data:`METRICS`).
+    """Every metric of every split: ``[S, A, R, M]`` (M = :func:`metric_names` of ``K`` and ``groupings``).
 
     ``p`` ``[N, K]`` are checked probabilities, ``y`` ``[N]`` labels; ``cal`` ``[R, n_cal]`` and
     ``test`` ``[R, T]`` are the *item indices* of each split (a bootstrap replicate's splits index
     its resampled items, so an item may appear more than once). ``u_cal``/``u_test`` are the
     uniform draws of randomized scores at those places (None when no score is randomized).
     ``blocks`` may pass ``tie_blocks(p)`` when the caller computes it once for many calls.
+    ``groupings`` (:mod:`surefast.conformal.conditional`) add conditional coverage.
     """
     blocks = tie_blocks(p) if blocks is None else blocks
     k = p.shape[1]
     p_test, y_test = p[test], y[test]  # [R, T, K], [R, T]
     # Split-only metrics: the same for every score and alpha.
-    acc = M.accuracy(p_test, y_test)  # [R]
+    pred = M.predicted(p_test)  # [R, T]; once: the argmax is the costliest reduction here
+    acc = (pred == y_test).mean(axis=-1)  # [R], = M.accuracy
+    nan = np.full(acc.shape, np.nan)
     split_only = {
         "accuracy": acc,
         "ece": M.expected_calibration_error(p_test, y_test),
-        "e_share": M.answer_share(p_test, M.IDK),
-        "f_share": M.answer_share(p_test, M.NOTA),
+        # E and F exist only in surefast's six-option form (an imported task has its own options)
+        "e_share": (pred == M.IDK).mean(axis=-1) if k == N_OPTIONS else nan,
+        "f_share": (pred == M.NOTA).mean(axis=-1) if k == N_OPTIONS else nan,
+        **_selective(p_test, y_test),
     }
-    out = np.empty((len(configs), len(alphas), cal.shape[0], len(METRICS)))
+    names = metric_names(k, [(g.name, g.labels) for g in groupings])
+    out = np.empty((len(configs), len(alphas), cal.shape[0], len(names)))
+    target = 1.0 - np.asarray(alphas)[None, :]  # [1, A]
     for i, cfg in enumerate(configs):
         fixed = None if cfg.randomized else score_array(cfg, blocks)
         cal_s, test_s = _cal_and_test_scores(cfg, blocks, fixed, y, cal, test, u_cal, u_test)
@@ -131,13 +171,23 @@ def split_metrics(
             "mean_set_size": size,
             "uacc": M.uacc(acc[:, None], size, k),
         }
-        block = np.concatenate(
-            [
-                np.stack([per[m] for m in SCALAR_METRICS], axis=-1),
-                M.set_size_histogram(sets),
-                M.coverage_by_set_size(sets, yt),
-            ],
-            axis=-1,
-        )  # [R, A, M]
-        out[i] = block.transpose(1, 0, 2)
+        covered, sizes = M.covered(sets, yt), M.set_sizes(sets)  # [R, A, T]
+        by_size = M.coverage_by_set_size(sets, yt)  # [R, A, K + 1]
+        size_counts = M.set_size_histogram(sets) * sets.shape[-2]
+        parts = [
+            np.stack([per[m] for m in SCALAR_METRICS], axis=-1),
+            M.set_size_histogram(sets),
+            by_size,
+            np.stack(C.worst_and_gap(by_size, size_counts >= C.MIN_GROUP_TEST, target), axis=-1),
+        ]
+        for g in groupings:
+            cov, gsize, n = C.group_metrics(covered, sizes, g.codes[test][:, None], len(g.labels))  # [R, A, G]
+            parts.append(np.stack(C.worst_and_gap(cov, g.judged, target), axis=-1))
+            parts.append(np.stack([cov, gsize, n], axis=-1).reshape(*cov.shape[:2], -1))  # per label: cov, size, n
+        out[i] = np.concatenate(parts, axis=-1).transpose(1, 0, 2)  # [A, R, M]
     return out
+
+
+def _selective(p_test: np.ndarray, y_test: np.ndarray) -> dict[str, np.ndarray]:
+    """Error detection and selective prediction per split (:mod:`surefast.conformal.selective`)."""
+    return S.selective_metrics(p_test, y_test, SELECTIVE_COVERAGES)
