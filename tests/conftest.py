@@ -20,9 +20,11 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own empty SUREFAST_HOME, so no test sees another's cache."""
+    """Every test gets its own empty SUREFAST_HOME, so no test sees another's cache; ``dtype: auto``
+    is bf16 (a measurement per test would be slow, and at tiny widths either dtype may win)."""
     home = tmp_path_factory.mktemp("surefast-home")
     monkeypatch.setenv("SUREFAST_HOME", str(home))
+    monkeypatch.setenv("SUREFAST_DTYPE_AUTO", "bf16")
     return home
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from surefast.bench.store import Run, Store
+from surefast.bench.store import QUESTION_CHARS, Run, Store
 from surefast.data.items import TASKS
 from surefast.errors import SurefastError
 from surefast.models import LoadedModel
@@ -153,8 +153,9 @@ def run_unit(
     config: BenchConfig,
     compression_fp: str,
     progress: UnitProgress | None = None,
-) -> tuple[Any, list[dict[str, Any]]]:
-    """Score one (task, strategy) and return (ScoreResult, tidy conformal rows without model columns)."""
+) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Score one (task, strategy): (ScoreResult, tidy conformal rows, item rows), both without
+    model columns; the item rows are the store's per-item table (:data:`~surefast.bench.store.ITEM_SCHEMA`)."""
     from surefast import conformal
     from surefast.prompts import PromptConfig, build_prompt
     from surefast.scoring import CacheKey, ScoringConfig, score_items
@@ -176,6 +177,9 @@ def run_unit(
         cache_key=key,
         progress=(lambda done, total: progress(label, done, total)) if progress else None,
     )
+    by_uid = {item.uid: item for item in task_data.items}
+    items = [by_uid[uid] for uid in result.uids]
+    groups = {"subject": [item_group(item) for item in items]}
     # From the logits, not the float32-rounded probabilities: a confident model's non-top options
     # are told apart by probabilities far below float32 precision (surefast.conformal.scores).
     rows = conformal.evaluate(
@@ -188,9 +192,27 @@ def run_unit(
         cal_fraction=config.cal_fraction,
         seed=config.seed,
         n_boot=config.n_boot,
+        groups=groups,
     )
     fp = protocol(result.uids, task_data.fingerprint, config)
-    return result, [{**row, "protocol": fp} for row in rows]
+    item_rows = [
+        {
+            "uid": item.uid,
+            "label": int(label),
+            "logits": [float(v) for v in logits],
+            "group": group,
+            "text": item.question[:QUESTION_CHARS],
+            "protocol": fp,
+        }
+        for item, label, logits, group in zip(items, result.labels, result.logits, groups["subject"], strict=True)
+    ]
+    return result, [{**row, "protocol": fp} for row in rows], item_rows
+
+
+def item_group(item: Any) -> str:
+    """The group an item's conditional coverage is reported in: its subject (MMLU) or sub-source."""
+    meta = item.meta or {}
+    return str(meta.get("subject") or meta.get("source") or "")
 
 
 def protocol(uids: Any, data_fingerprint: str, config: BenchConfig) -> str:
@@ -233,7 +255,7 @@ def run_bench(
             start = time.perf_counter()
             too_long: tuple[str, ...] = ()
             try:
-                scored, rows = run_unit(loaded, task_data, task, strategy, config, compression_fp, progress)
+                scored, rows, item_rows = run_unit(loaded, task_data, task, strategy, config, compression_fp, progress)
             except ItemsTooLong as exc:
                 # Left out, not cut: these do not fit even with their own context removed. Which
                 # ones depends only on the items, the tokenizer, the prompt and the model's
@@ -247,7 +269,7 @@ def run_bench(
                 left_out = set(too_long)
                 items = [item for item in task_data.items if item.uid not in left_out]
                 kept = replace(task_data, items=items, fingerprint=fingerprint(task, items, task_data.demos))
-                scored, rows = run_unit(loaded, kept, task, strategy, config, compression_fp, progress)
+                scored, rows, item_rows = run_unit(loaded, kept, task, strategy, config, compression_fp, progress)
                 with run.editing_meta() as meta:
                     meta.setdefault("too_long", {})[part] = sorted(too_long)
             common = {
@@ -258,6 +280,8 @@ def run_bench(
                 "task": task,
                 "strategy": strategy,
             }
+            labels = {k: common[k] for k in ("model", "compression", "task", "strategy")}
+            run.write_items(part, [{**labels, **item} for item in item_rows])  # first: a stored part has its items
             run.write_part(part, [{**common, **row} for row in rows])
             n_scored, seconds = len(scored.labels), time.perf_counter() - start
             unit = UnitResult(task, strategy, n_scored, scored.shortened, scored.n_cached, seconds, scored.accuracy)
@@ -275,10 +299,29 @@ def start_run(store: Store, config: BenchConfig, command: str, models: list[str]
     return store.create_run({"kind": "bench", "command": command, "models": models, "config": asdict(config)})
 
 
-def summary(store: Store, run_id: str, alpha: float | None = None) -> list[dict[str, Any]]:
+MAIN_METRICS = ("accuracy", "coverage", "mean_set_size", "uacc")
+# `bench show`'s second table: error detection, selective prediction and the worst groups
+DEPTH_METRICS = (
+    "auroc",
+    "selective_accuracy_80",
+    "aurc",
+    "brier",
+    "nll",
+    "coverage_worst@position",
+    "coverage_gap@position",
+    "coverage_worst@subject",
+    "coverage_gap@subject",
+)
+
+
+def summary(
+    store: Store, run_id: str, alpha: float | None = None, metrics: tuple[str, ...] = MAIN_METRICS
+) -> list[dict[str, Any]]:
     """The reference paper's main table for one run: per (model, compression, task) and averaged
     over tasks, accuracy, coverage and set size (means over strategies, score functions and
-    splits) at ``alpha`` (default: the run's first alpha), plus UAcc and the split std of set size."""
+    splits) at ``alpha`` (default: the run's first alpha), plus UAcc and the split std of each
+    metric; ``metrics`` asks for others (e.g. :data:`DEPTH_METRICS`). Undefined (NaN) values
+    are left out of the means."""
     run = store.run(run_id)
     alphas = run.read_meta().get("config", {}).get("alphas") or [0.1]
     a = float(alpha if alpha is not None else alphas[0])
@@ -287,7 +330,7 @@ def summary(store: Store, run_id: str, alpha: float | None = None) -> list[dict[
         WITH per_split AS (
           SELECT model, compression, task, split, metric, avg(value) AS v
           FROM results WHERE run_id = $run AND abs(alpha - $alpha) < 1e-9
-            AND metric IN ('accuracy', 'coverage', 'mean_set_size', 'uacc')
+            AND list_contains($metrics, metric) AND NOT isnan(value)
             AND coalesce(resampling, 'splits') = 'splits'  -- bootstrap replicates give intervals, not means
           GROUP BY ALL)
         SELECT model, compression, task, metric, avg(v) AS mean, coalesce(stddev_samp(v), 0) AS std
@@ -296,6 +339,7 @@ def summary(store: Store, run_id: str, alpha: float | None = None) -> list[dict[
         runs=[run.run_id],
         run=run.run_id,
         alpha=a,
+        metrics=list(metrics),
     ).fetchall()
     table: dict[tuple[str, str, str], dict[str, Any]] = {}
     for model, compression, task, metric, mean, std in per_task:
@@ -311,7 +355,7 @@ def summary(store: Store, run_id: str, alpha: float | None = None) -> list[dict[
         groups.setdefault((row["model"], row["compression"]), []).append(row)
     for (model, compression), rows in groups.items():
         avg: dict[str, Any] = {"model": model, "compression": compression, "task": "avg", "alpha": a}
-        for metric in ("accuracy", "coverage", "mean_set_size", "uacc"):
+        for metric in metrics:
             values = [r[metric] for r in rows if metric in r]
             if values:
                 avg[metric] = float(np.mean(values))
