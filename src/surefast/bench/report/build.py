@@ -8,34 +8,27 @@ family are compared (names equal but for the size token, :func:`~surefast.bench.
 
 from __future__ import annotations
 
-import base64
 import html
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from surefast.atomic import write_errors
 from surefast.bench.analysis import CellKey, cells_from_rows, decoupling, deltas, sweep_jump
-from surefast.bench.analysis.cells import ALL_TASKS, Cell, Cells
-from surefast.bench.analysis.deltas import SPLITS_ONLY, Z95, Delta, unpaired
+from surefast.bench.analysis.cells import ALL_TASKS, Cells
+from surefast.bench.analysis.deltas import SPLITS_ONLY, Delta, unpaired
 from surefast.bench.analysis.scale import families, scale_rows
+from surefast.bench.report import conditional, per_item, plots
 from surefast.bench.report import findings as findings_mod
-from surefast.bench.report import plots
+from surefast.bench.report.blocks import Section
+from surefast.bench.report.blocks import fmt as _fmt
+from surefast.bench.report.blocks import image as _image
+from surefast.bench.report.blocks import pm as _pm
+from surefast.bench.report.blocks import table as _table
 from surefast.bench.store import Store
 from surefast.errors import SurefastError
 
 _LEVEL = re.compile(r"^(?P<method>.+?)-(?P<level>\d+(?:\.\d+)?)$")
-
-
-@dataclass
-class Section:
-    title: str
-    html: str
-    markdown: str
-    images: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 def sweeps_from_labels(labels: set[str]) -> dict[str, list[tuple[float, str]]]:
@@ -48,31 +41,14 @@ def sweeps_from_labels(labels: set[str]) -> dict[str, list[tuple[float, str]]]:
     return {k: sorted([(0.0, ""), *v]) for k, v in out.items() if len(v) >= 2}
 
 
-def _table(header: list[str], rows: list[list[str]]) -> tuple[str, str]:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>", "\n".join(md)
-
-
-def _fmt(values: dict[str, np.ndarray], metric: str, pct: bool) -> str:
-    if metric not in values:
-        return "-"
-    v = float(values[metric].mean())
-    return f"{100 * v:.2f}" if pct else f"{v:.2f}"
-
-
-def _image(name: str, png: bytes, alt: str) -> tuple[str, str]:
-    data = base64.b64encode(png).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">', f"![{alt}]({name})"
-
-
 def load_rows(store: Store, run_ids: list[str]) -> tuple[list[dict[str, Any]], dict[str, float]]:
     runs = [store.run(r) for r in run_ids]
     ids = [r.run_id for r in runs]
     rel = store.query(
         "SELECT model, compression, task, strategy, score_fn, alpha, split, metric, value, resampling, protocol "
-        "FROM results WHERE list_contains($ids, run_id)",
+        # Per-group metrics ("coverage@subject=...") are many: only the conditional-coverage
+        # section reads them, averaged in SQL (surefast.bench.report.conditional).
+        "FROM results WHERE list_contains($ids, run_id) AND NOT contains(metric, '@')",
         runs=ids,
         ids=ids,
     )
@@ -106,9 +82,23 @@ def default_report_dir(store: Store, run_id: str) -> Path:
     return store.root.parent / "reports" / run_id
 
 
+def _items_per_task(store: Store, run_ids: list[str]) -> int | None:
+    """The runs' items per task (``config.n``) when they all agree, else None (the findings then
+    state the detectable change without a count)."""
+    ns = set()
+    for run_id in run_ids:
+        try:
+            ns.add(store.run(run_id).read_meta().get("config", {}).get("n"))
+        except SurefastError:
+            return None
+    n = ns.pop() if len(ns) == 1 else None
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
 def build_report(store: Store, run_ids: list[str], out_dir: Path, title: str = "surefast report") -> Path:
     """Write ``report.html`` (self-contained) and ``report.md`` (+ PNGs) into ``out_dir``; return the HTML path."""
     rows, sizes = load_rows(store, run_ids)
+    ids = [store.run(r).run_id for r in run_ids]  # prefixes and "latest" resolved, as load_rows does
     deployment = load_deployment(store, run_ids)
     alpha = min({float(r["alpha"]) for r in rows}, key=lambda a: abs(a - 0.1))
     cells = cells_from_rows(rows, alpha=alpha)
@@ -121,9 +111,12 @@ def build_report(store: Store, run_ids: list[str], out_dir: Path, title: str = "
         _scatter(ds),
         *_sweeps(cells),
         _coverage(cells, alpha),
+        conditional.section(*conditional.load_groups(store, ids, alpha), alpha),
+        per_item.section(store.items(ids), ids, alpha),
     ]
     scale = [row for members in families(sizes).values() for row in scale_rows(ds, members)]
-    text = findings_mod.findings(cells, ds, dec, scale, sweeps_from_labels({k.compression for k in cells}), alpha)
+    sweeps = sweeps_from_labels({k.compression for k in cells})
+    text = findings_mod.findings(cells, ds, dec, scale, sweeps, alpha, n_items=_items_per_task(store, ids))
     text += findings_mod.not_compared(refused)
     if len(sizes) >= 2 and not scale:
         text.append(
@@ -173,16 +166,6 @@ def interval_note(cells: Cells, ds: list[Delta]) -> str:
             "uncertainty unless the calibration share is 1/2."
         )
     return boot
-
-
-def _pm(cell: Cell, metric: str, pct: bool) -> str:
-    """The cell's mean, and +- the half-width of its bootstrap 95% interval when it has one."""
-    text = _fmt(cell, metric, pct)
-    boot = cell.boot.get(metric)
-    if boot is None or boot.size < 2 or metric not in cell:
-        return text
-    half = Z95 * float(np.std(boot, ddof=1)) * (100 if pct else 1)
-    return f"{text} +- {half:.2f}"
 
 
 def _main_table(cells: Cells, deployment: dict[tuple[str, str], dict[str, Any]] | None = None) -> Section:

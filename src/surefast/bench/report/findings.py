@@ -1,14 +1,21 @@
-"""Short findings in words, generated from the analysis (every sentence names its numbers)."""
+"""Short findings in words, generated from the analysis (every sentence names its numbers).
+
+A change that is not significant is never left to read as "no change": beside it stands the
+smallest change the run could have detected (:func:`surefast.bench.power.mde_of`, from that
+delta's own interval, at 80% power and the 5% level).
+"""
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from surefast.bench.analysis import CellKey, Decoupling, Delta, sweep_jump
 from surefast.bench.analysis.cells import ALL_TASKS, Cells
 from surefast.bench.analysis.scale import ScaleRow
+from surefast.bench.power import mde_of
 
 N_OPTIONS = 6  # every task is six-option multiple choice
 CHANCE = 1 / N_OPTIONS
@@ -25,21 +32,68 @@ Sweeps = dict[str, list[tuple[float, str]]]  # method -> (level, compression lab
 
 
 def findings(
-    cells: Cells, ds: list[Delta], dec: Decoupling, scale: list[ScaleRow], sweeps: Sweeps, alpha: float
+    cells: Cells,
+    ds: list[Delta],
+    dec: Decoupling,
+    scale: list[ScaleRow],
+    sweeps: Sweeps,
+    alpha: float,
+    *,
+    n_items: int | None = None,
 ) -> list[str]:
-    """The report's findings, one kind after another (each kind may say nothing)."""
-    one_task = len({k.task for k in cells if k.task != ALL_TASKS}) == 1  # its average repeats it
+    """The report's findings, one kind after another (each kind may say nothing).
+
+    ``n_items``: items per task of the runs, named beside each minimum detectable change (None:
+    "this run's number of items").
+    """
+    n_tasks = len({k.task for k in cells if k.task != ALL_TASKS})
+    one_task = n_tasks == 1  # its average repeats it
+    at = Items(n_items, n_tasks)
     return [
         *coverage(cells, alpha),
         *near_chance(cells),
-        *significant_changes(ds),
-        *hidden_inflation(dec, ds, one_task),
-        *silent_degradation(dec, ds, one_task),
+        *significant_changes(ds, at),
+        *hidden_inflation(dec, ds, one_task, at),
+        *silent_degradation(dec, ds, one_task, at),
         *correlation(dec),
-        *sweep_findings(cells, ds, sweeps),
+        *sweep_findings(cells, ds, sweeps, at),
         *scale_findings(scale),
         *no_deltas(ds),
     ]
+
+
+class Items(NamedTuple):
+    """How many items stand behind a delta: ``n`` per task (None: unknown) over ``n_tasks`` tasks."""
+
+    n: int | None = None
+    n_tasks: int = 1
+
+    def at(self, task: str) -> str:
+        """``at these 80 items``, ``at these 80 items per task (240 in all)`` for a task average."""
+        if self.n is None:
+            return "at this run's number of items"
+        if task != ALL_TASKS or self.n_tasks <= 1:
+            return f"at these {self.n} items"
+        return f"at these {self.n} items per task ({self.n * self.n_tasks} in all)"
+
+
+UNKNOWN = Items()  # no item count given
+
+
+def _mde_text(ds: list[Delta]) -> str:
+    """``2.8 points`` / ``0.15 options``, or the range over several deltas of one metric."""
+    scale, unit, digits = (100, "points", 1) if ds[0].metric == "accuracy" else (1, "options", 2)
+    low, high = (f"{scale * v:.{digits}f}" for v in (min(map(mde_of, ds)), max(map(mde_of, ds))))
+    return f"{low} {unit}" if low == high else f"{low} to {high} {unit}"
+
+
+def undetectable(ds: list[Delta], at: Items, what: str = "a change") -> str:
+    """``at these 80 items a change smaller than 2.8 points could not be detected with 80% power``
+    (at the report's 5% level; per metric of ``ds``, a range over several deltas)."""
+    by_metric = [[d for d in ds if d.metric == m] for m in ("accuracy", "mean_set_size", "coverage")]
+    names = {"accuracy": "in accuracy", "mean_set_size": "in set size", "coverage": "in coverage"}
+    parts = [_mde_text(g) + (f" {names[g[0].metric]}" if len(ds) > len(g) else "") for g in by_metric if g]
+    return f"{at.at(ds[0].key.task)} {what} smaller than {' or '.join(parts)} could not be detected with 80% power"
 
 
 def coverage(cells: Cells, alpha: float) -> list[str]:
@@ -69,12 +123,26 @@ def near_chance(cells: Cells) -> list[str]:
     return out
 
 
-def significant_changes(ds: list[Delta]) -> list[str]:
-    """The task-averaged accuracy and set-size changes whose intervals exclude zero (or that none do)."""
-    sig = [d for d in ds if d.key.task == ALL_TASKS and d.significant and d.metric in ("accuracy", "mean_set_size")]
+def significant_changes(ds: list[Delta], at: Items = UNKNOWN) -> list[str]:
+    """The task-averaged accuracy and set-size changes whose intervals exclude zero (or that none do),
+    and what the others could not have detected."""
+    shown = [d for d in ds if d.key.task == ALL_TASKS and d.metric in ("accuracy", "mean_set_size")]
+    sig = [d for d in shown if d.significant]
+    rest = [d for d in shown if not d.significant]
     if sig:
         changes = "; ".join(_change(d) for d in sig)
-        return [f"Significant changes against the uncompressed model (averaged over tasks): {changes}."]
+        out = [f"Significant changes against the uncompressed model (averaged over tasks): {changes}."]
+        if rest:
+            out.append(
+                f"The other {len(rest)} accuracy and set-size changes are not significant, which is not the same "
+                f"as no change: {undetectable(rest, at)}."
+            )
+        return out
+    if rest:
+        return [
+            "No compression changed accuracy or set size significantly (averaged over tasks), which is not the "
+            f"same as no change: {undetectable(rest, at)}; more items would narrow the intervals."
+        ]
     if ds:
         return [
             "No compression changed accuracy or set size significantly (averaged over tasks); more items "
@@ -102,26 +170,28 @@ def _pair(ds: list[Delta], key: CellKey) -> tuple[Delta, Delta]:
     return acc, size
 
 
-def hidden_inflation(dec: Decoupling, ds: list[Delta], one_task: bool) -> list[str]:
+def hidden_inflation(dec: Decoupling, ds: list[Delta], one_task: bool, at: Items = UNKNOWN) -> list[str]:
     """Cells that keep their accuracy while their prediction sets grow."""
     out = []
     for key in _shown(dec.hidden_inflation, one_task):
         acc, size = _pair(ds, key)
+        held = "" if acc.significant else f", not significant; {undetectable([acc], at)}"
         out.append(
-            f"Hidden inflation: {_label(key)} keeps accuracy ({100 * acc.value:+.1f} points) but its prediction "
+            f"Hidden inflation: {_label(key)} keeps accuracy ({100 * acc.value:+.1f} points{held}) but its prediction "
             f"sets grow by {size.value:+.2f} options (95% interval {size.ci_low:+.2f} to {size.ci_high:+.2f})."
         )
     return out
 
 
-def silent_degradation(dec: Decoupling, ds: list[Delta], one_task: bool) -> list[str]:
+def silent_degradation(dec: Decoupling, ds: list[Delta], one_task: bool, at: Items = UNKNOWN) -> list[str]:
     """Cells that lose accuracy while their sets do not grow: uncertainty gives no warning."""
     out = []
     for key in _shown(dec.silent_degradation, one_task):
         acc, size = _pair(ds, key)
+        flat = "" if size.significant else f", not significant; {undetectable([size], at, 'a growth')}"
         out.append(
             f"Silent degradation: {_label(key)} loses {100 * -acc.value:.1f} accuracy points while its sets "
-            f"do not grow ({size.value:+.2f} options): uncertainty does not warn of the loss."
+            f"do not grow ({size.value:+.2f} options{flat}): uncertainty does not warn of the loss."
         )
     return out
 
@@ -137,19 +207,21 @@ def correlation(dec: Decoupling) -> list[str]:
     ]
 
 
-def sweep_findings(cells: Cells, ds: list[Delta], sweeps: Sweeps) -> list[str]:
+def sweep_findings(cells: Cells, ds: list[Delta], sweeps: Sweeps, at: Items = UNKNOWN) -> list[str]:
     """One sentence per (swept method, model) with at least three levels measured."""
     models = sorted({k.model for k in cells})
     out = []
     for method, levels in sorted(sweeps.items()):
         for model in models:
-            text = _sweep(method, model, levels, cells, ds)
+            text = _sweep(method, model, levels, cells, ds, at)
             if text is not None:
                 out.append(text)
     return out
 
 
-def _sweep(method: str, model: str, levels: list[tuple[float, str]], cells: Cells, ds: list[Delta]) -> str | None:
+def _sweep(
+    method: str, model: str, levels: list[tuple[float, str]], cells: Cells, ds: list[Delta], at: Items = UNKNOWN
+) -> str | None:
     """What the set size does along one sweep: too few levels, no growth, too small, too noisy, or its shape."""
     got = [(lv, cells.get(CellKey(model, label, ALL_TASKS))) for lv, label in levels]
     pts = [(lv, c) for lv, c in got if c is not None and "mean_set_size" in c]
@@ -178,7 +250,8 @@ def _sweep(method: str, model: str, levels: list[tuple[float, str]], cells: Cell
     if end is not None and not end.significant:
         return (
             f"{method} on {model}: set size grows along the sweep ({span}) but the end point's change is "
-            f"not significant ({end.ci_low:+.2f} to {end.ci_high:+.2f}): too noisy to locate a threshold."
+            f"not significant ({end.ci_low:+.2f} to {end.ci_high:+.2f}): too noisy to locate a threshold; "
+            f"{undetectable([end], at)}."
         )
     # jump_score is NaN when a line fits exactly: then only the last step's share decides
     jumps = jump.last_step_share > 0.5 or (not math.isnan(jump.jump_score) and jump.jump_score > 0.8)
