@@ -15,6 +15,7 @@ from rich.table import Table
 
 from surefast.bench.cost import Estimate
 from surefast.bench.plan import CompressionSpec, StudyPlan, load_plan
+from surefast.bench.power import SCALE, UNIT, PowerPlan, Variance
 from surefast.bench.store import Run, Store
 from surefast.bench.study import JobOutcome, job_done, run_study_local, run_study_ray
 from surefast.errors import SurefastError
@@ -54,7 +55,7 @@ def estimate_jobs(plan: StudyPlan) -> dict[str, Estimate]:
 
     out = {}
     for model in plan.models:
-        loaded = load_model(model, dtype=plan.dtype)
+        loaded = load_model(model, dtype=plan.dtype, work="scoring")
         out[model] = estimate(loaded, plan.bench)
         del loaded
         gc.collect()
@@ -105,6 +106,92 @@ def print_cells(plan: StudyPlan, run: Run | None, estimates: dict[str, Estimate]
         )
 
 
+def variance_of_run(store: Store, run_id: str) -> Variance | None:
+    """The variance measured on a stored run (:func:`surefast.bench.power.variance_of_rows`), at the
+    items per task its run.json records; None when it has no results or no paired, bootstrapped cells."""
+    from surefast.bench.power import variance_of_rows
+    from surefast.bench.report.build import load_rows
+
+    run = store.run(run_id)  # an id, a unique prefix or "latest"
+    n0 = run.read_meta().get("config", {}).get("n")
+    if not isinstance(n0, int) or n0 < 1:
+        return None
+    try:
+        rows, _ = load_rows(store, [run.run_id])
+    except SurefastError:  # no results stored yet
+        return None
+    return variance_of_rows(rows, n0, f"run {run.run_id} ({n0} items per task)")
+
+
+def plan_variance(plan: StudyPlan, results: Store, pilot: str | None) -> Variance:
+    """The per-item variance behind the power table: the pilot's, else the plan's own run's, else the defaults."""
+    from surefast.bench.power import default_variance
+
+    if pilot is not None:
+        folder = Path(pilot)
+        if (folder / "run.json").is_file():  # a run folder: <store>/runs/<id>
+            where, run_id = Store(folder.parent.parent), folder.name
+        elif (folder / "runs").is_dir():  # a store folder: its latest run
+            where, run_id = Store(folder), "latest"
+        else:
+            where, run_id = results, pilot
+        try:
+            measured = variance_of_run(where, run_id)
+        except SurefastError as exc:
+            raise SurefastError(f"--pilot: {exc.message}", exc.hint) from None
+        if measured is None:
+            raise SurefastError(
+                f"--pilot: {pilot} has no compressed cell paired with its dense one, with bootstrap replicates, "
+                "to measure the variance on",
+                "run a small study with bootstrap > 0, the dense model and at least one compression",
+            )
+        return measured
+    if plan.run_id in results.runs():
+        measured = variance_of_run(results, plan.run_id)
+        if measured is not None:
+            return measured
+    return default_variance()
+
+
+def print_power(power: PowerPlan) -> None:
+    """The smallest change each cell can detect at the planned n, and the items the named changes need."""
+    from surefast.bench.power import DEFAULT_DISCORDANCE
+
+    z = power.config
+    table = Table(title=f"smallest detectable change (two-sided {100 * z.alpha:g}% level, {100 * z.power:g}% power)")
+    for col in ("cell", "items", "accuracy (points)", "set size (options)"):
+        table.add_column(col)
+    for row in power.rows:
+        table.add_row(row.cell, str(row.items), f"{100 * row.mde['accuracy']:.1f}", f"{row.mde['mean_set_size']:.2f}")
+    console.print(table)
+    sds = []
+    for sd in power.variance.sds.values():
+        name = "accuracy" if sd.metric == "accuracy" else "set size"
+        if sd.measured:
+            note = f" ({sd.low:.2f} to {sd.high:.2f} over {sd.n_cells} cells)"
+        else:
+            note = f" (discordance {DEFAULT_DISCORDANCE:g})" if sd.metric == "accuracy" else " option"
+        sds.append(f"{name} {sd.sd:.2f}{note}")
+    measured = any(sd.measured for sd in power.variance.sds.values())
+    where = f"measured on {power.variance.source}" if measured else f"{power.variance.source}, no run to measure it on"
+    console.print(
+        f"variance: {where}; per-item sd of the paired difference: {', '.join(sds)}"
+        + ("" if measured else "; measure it on a pilot run with --pilot RUN (docs/study.md, Power)"),
+        markup=False,
+        highlight=False,
+    )
+    if power.needs:
+        needs = Table(title="items per task to detect a change")
+        cols = ["change", "one task"] + ([f"averaged over {power.n_tasks} tasks"] if power.n_tasks > 1 else [])
+        for col in cols:
+            needs.add_column(col)
+        for need in power.needs:
+            name = "accuracy" if need.metric == "accuracy" else "set size"
+            change = f"{name} {SCALE[need.metric] * need.change:g} {UNIT[need.metric]}"
+            needs.add_row(change, str(need.one_task), *([str(need.average)] if power.n_tasks > 1 else []))
+        console.print(needs)
+
+
 @app.command("plan")
 def plan_cmd(
     path: Annotated[Path, typer.Argument(help="study plan (YAML)")],
@@ -112,12 +199,25 @@ def plan_cmd(
     data: Annotated[str | None, typer.Option(help="override the task data folder")] = None,
     store: Annotated[Path | None, typer.Option(help="results store folder")] = None,
     estimate: Annotated[bool, typer.Option(help="load each model to measure its speed here")] = True,
+    detect: Annotated[
+        str | None,
+        typer.Option(help="changes to detect, e.g. acc=2,set_size=0.2 (accuracy points, set-size options)"),
+    ] = None,
+    pilot: Annotated[
+        str | None,
+        typer.Option(help="measure the variance on this run: an id in --store, a run folder, or a store (its latest)"),
+    ] = None,
 ) -> None:
-    """List a plan's jobs, what is already done, and the estimated time on this machine."""
+    """List a plan's jobs, what is already done, the estimated time on this machine, and its power."""
+    from surefast.bench.power import parse_detect, power_plan
+
     plan = _plan(path, n, data)
+    targets = parse_detect(detect) if detect is not None else {}  # a bad --detect stops before any model loads
     results = Store(store)
+    variance = plan_variance(plan, results, pilot)
     run = Run(results.root, plan.run_id) if plan.run_id in results.runs() else None
     print_cells(plan, run, estimate_jobs(plan) if estimate else None)
+    print_power(power_plan(plan.bench.n, len(plan.bench.tasks), variance, targets))
 
 
 @app.command("run")
