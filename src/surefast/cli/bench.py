@@ -1,4 +1,4 @@
-"""``surefast bench run|show|export|prompt``: the conformal uncertainty benchmark."""
+"""``surefast bench run|show|export|prompt|import-lmeval``: the conformal uncertainty benchmark."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rich.table import Table
 
 from surefast.atomic import write_errors
 from surefast.bench.cost import estimate
-from surefast.bench.runner import STRATEGIES, BenchConfig, run_bench, start_run, summary
+from surefast.bench.runner import DEPTH_METRICS, STRATEGIES, BenchConfig, run_bench, start_run, summary
 from surefast.bench.store import Store
 from surefast.cli.progress import progress_bar
 from surefast.data.items import TASKS
@@ -44,7 +44,7 @@ def _fmt(value: Any, pct: bool = False) -> str:
     return f"{100 * value:.2f}" if pct else f"{value:.2f}"
 
 
-def print_summary(rows: list[dict[str, Any]], title: str) -> None:
+def print_summary(rows: list[dict[str, Any]], title: str, options: str = "6 options") -> None:
     table = Table(title=escape(title))
     for col in ("model", "compression", "task", "Acc%", "Cov%", "SS", "UAcc%"):
         table.add_column(col, justify="left" if col.islower() else "right", no_wrap=True)
@@ -63,8 +63,52 @@ def print_summary(rows: list[dict[str, Any]], title: str) -> None:
     console.print(table)
     console.print(
         "[dim]means over prompt strategies, LAC/APS and random calibration/test splits; "
-        f"alpha = {rows[0]['alpha'] if rows else '-'}; SS = mean prediction-set size of 6 options[/]"
+        f"alpha = {rows[0]['alpha'] if rows else '-'}; SS = mean prediction-set size of {options}[/]"
     )
+
+
+def print_depth(rows: list[dict[str, Any]], paired: list[dict[str, Any]]) -> None:
+    """Error detection, selective prediction, the worst groups' coverage and the paired flips
+    (docs/conformal.md explains each column)."""
+    flips = {(r["model"], r["compression"], r["task"], r["metric"]): r["value"] for r in paired}
+    columns = ("AUROC", "SelAcc80%", "AURC", "Brier", "NLL", "worst pos Cov%", "gap pos", "worst subj Cov%")
+    table = Table(title="uncertainty in depth")
+    for col in ("model", "compression", "task", *columns, "r->w", "w->r", "McNemar p"):
+        table.add_column(col, justify="left" if col.islower() else "right", no_wrap=True)
+    for r in rows:
+        key = (r["model"], r["compression"], r["task"])
+        flip = [flips.get((*key, m)) for m in ("flips_right_to_wrong", "flips_wrong_to_right", "mcnemar_p")]
+        table.add_row(
+            escape(r["model"]),
+            escape(r["compression"]),
+            escape(r["task"]),
+            _fmt(r.get("auroc")),
+            _fmt(r.get("selective_accuracy_80"), True),
+            _fmt(r.get("aurc")),
+            _fmt(r.get("brier")),
+            _fmt(r.get("nll")),
+            _fmt(r.get("coverage_worst@position"), True),
+            _fmt(r.get("coverage_gap@position"), True),
+            _fmt(r.get("coverage_worst@subject"), True),
+            *("-" if v is None else f"{v:.0f}" for v in flip[:2]),
+            "-" if flip[2] is None else f"{flip[2]:.3g}",
+            style="bold" if r["task"] == "avg" else None,
+        )
+    console.print(table)
+    console.print(
+        "[dim]worst pos / gap pos: the lowest coverage over true-answer positions and the mean |coverage - "
+        "(1 - alpha)| over them (groups with >= 20 test items); r->w / w->r: answers flipped against the dense "
+        "model on the same items, pooled over strategies, with McNemar's exact p[/]"
+    )
+
+
+def _parse_alphas(alphas: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(a) for a in alphas.split(","))
+    except ValueError:
+        raise SurefastError(
+            f"--alphas {alphas!r} is not a comma list of numbers", "give error rates such as 0.1 or 0.05,0.1"
+        ) from None
 
 
 @app.command()
@@ -87,17 +131,12 @@ def run(
     skip_malformed: Annotated[
         bool, typer.Option("--skip-malformed", help="skip and count rows of the task files that cannot become items")
     ] = DEFAULTS.skip_malformed,
-    dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32")] = "bf16",
+    dtype: Annotated[str, typer.Option(help="auto (measured once per machine), bf16, fp16 or fp32")] = "auto",
     store: Annotated[Path | None, typer.Option(help="results store folder (default $SUREFAST_HOME/results)")] = None,
 ) -> None:
     """Score a model on the tasks under each prompt strategy and print accuracy, coverage, set size."""
     # Every flag is checked here, before the model loads (BenchConfig checks ranges and score names).
-    try:
-        alpha_values = tuple(float(a) for a in alphas.split(","))
-    except ValueError:
-        raise SurefastError(
-            f"--alphas {alphas!r} is not a comma list of numbers", "give error rates such as 0.1 or 0.05,0.1"
-        ) from None
+    alpha_values = _parse_alphas(alphas)
     config = BenchConfig(
         tasks=_split_list(tasks, TASKS, "--tasks"),
         strategies=_split_list(strategies, STRATEGIES, "--strategies"),
@@ -113,7 +152,7 @@ def run(
     )
     spec = parse_spec(model)
     with progress_bar() as progress:
-        loaded = load_model(spec, dtype=dtype, progress=progress)
+        loaded = load_model(spec, dtype=dtype, progress=progress, work="scoring")
     est = estimate(loaded, config)
     n_tasks, n_strategies = len(config.tasks), len(config.strategies)
     console.print(
@@ -175,8 +214,11 @@ def show(
     run_id: Annotated[str, typer.Argument(help="run id, unique prefix, or latest")] = "latest",
     alpha: Annotated[float | None, typer.Option(help="error rate (default: the run's first)")] = None,
     store: Annotated[Path | None, typer.Option(help="results store folder")] = None,
+    depth: Annotated[
+        bool, typer.Option("--depth/--no-depth", help="also error detection, worst groups and paired flips")
+    ] = True,
 ) -> None:
-    """Print a stored run's summary table again (from the store; no model runs)."""
+    """Print a stored run's summary tables again (from the store; no model runs)."""
     results_store = Store(store)
     run_obj = results_store.run(run_id)
     rows = summary(results_store, run_obj.run_id, alpha)
@@ -188,6 +230,12 @@ def show(
             "run its command again (it resumes)" if status != "running" else "it may still be running elsewhere",
         )
     print_summary(rows, f"run {run_obj.run_id}")
+    if depth:
+        from surefast.bench.analysis.paired import paired_from_store, paired_rows, pool_strategies
+
+        a = float(rows[0]["alpha"])
+        paired = paired_rows(pool_strategies(paired_from_store(results_store, [run_obj.run_id], alpha=a)))
+        print_depth(summary(results_store, run_obj.run_id, a, metrics=DEPTH_METRICS), paired)
 
 
 @app.command()
@@ -277,3 +325,58 @@ def _tokenizer_only(spec: Any) -> Any:
 
     folder = resolve_folder(spec)
     return AutoTokenizer.from_pretrained(folder or spec.target)
+
+
+@app.command("import-lmeval")
+def import_lmeval(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR", help="the folder lm_eval --log_samples --output_path wrote, or its results_*.json"
+        ),
+    ],
+    model: Annotated[str | None, typer.Option(help="model label (default: model_args' pretrained=)")] = None,
+    compression: Annotated[
+        str, typer.Option(help="compression label of this model, to pair it with the dense model's import")
+    ] = "",
+    normalize: Annotated[
+        bool, typer.Option("--normalize", help="divide log-likelihoods by option length, as lm-eval's acc_norm")
+    ] = False,
+    score_fns: Annotated[str, typer.Option(help="comma list of conformal scores")] = ",".join(DEFAULTS.score_fns),
+    alphas: Annotated[str, typer.Option(help="comma list of error rates")] = ",".join(map(str, DEFAULTS.alphas)),
+    splits: Annotated[int, typer.Option(help="random calibration/test splits")] = DEFAULTS.n_splits,
+    bootstrap: Annotated[int, typer.Option(help="item-bootstrap replicates (0: none)")] = DEFAULTS.n_boot,
+    seed: Annotated[int, typer.Option(help="split seed")] = DEFAULTS.seed,
+    run_id: Annotated[str | None, typer.Option(help="id of the new run (default: a dated one)")] = None,
+    store: Annotated[Path | None, typer.Option(help="results store folder (default $SUREFAST_HOME/results)")] = None,
+) -> None:
+    """Store an lm-evaluation-harness run's multiple-choice tasks as a run: every analysis and report reads it."""
+    from surefast.bench.lmeval_import import ImportConfig, import_lmeval, read_lmeval
+
+    config = ImportConfig(
+        score_fns=tuple(s.strip() for s in score_fns.split(",") if s.strip()),
+        alphas=_parse_alphas(alphas),
+        n_splits=splits,
+        n_boot=bootstrap,
+        seed=seed,
+        normalize=normalize,
+        compression=compression,
+    )
+    parsed = read_lmeval(source, model)
+    results_store = Store(store)
+    command = " ".join(["surefast", *sys.argv[1:]])
+    bench_run, units = import_lmeval(parsed, results_store, config, command=command, run_id=run_id)
+    console.print(f"run {bench_run.run_id}: {parsed.model} from {parsed.results}", markup=False)
+    for note in parsed.notes:
+        console.print(f"note: {note}", style="yellow", markup=False)
+    for u in units:
+        theirs = "" if u.lm_eval_acc is None else f" (lm-eval {'acc_norm' if normalize else 'acc'} {u.lm_eval_acc:.4f})"
+        leaves = f", {u.leaves} lm-eval tasks" if u.leaves > 1 else ""
+        repeats = f", {u.repeats} repeated lines dropped" if u.repeats else ""
+        console.print(
+            f"{u.task}: {u.n_items} items, K={u.k}, accuracy {u.accuracy:.4f}{theirs}{leaves}{repeats}", markup=False
+        )
+    ks = sorted({u.k for u in units})
+    options = f"{ks[0]} options" if len(ks) == 1 else f"K options (K = {', '.join(map(str, ks))} by task)"
+    print_summary(summary(results_store, bench_run.run_id), f"run {bench_run.run_id}", options)
+    console.print(f"stored in {bench_run.folder}  (surefast bench show {bench_run.run_id})", markup=False)
