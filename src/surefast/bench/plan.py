@@ -19,7 +19,11 @@ Example (``examples/demo_study.yaml`` is the one ``make demo`` runs)::
     bootstrap: 200                # item-bootstrap replicates behind the intervals; 0: none
     calibration: {n_samples: 32, seq_len: 256}
     deployment: true              # pack each quantized model after scoring: weight bytes, decode tok/s
-    # also: seed, shots, chat, data, dtype (bf16, fp16, fp32), batch_tokens, skip_malformed
+    # also: seed, shots, chat, data, dtype (auto, bf16, fp16, fp32), batch_tokens, skip_malformed
+
+``dtype: auto`` (the default) scores in the faster of bf16 and fp32 on the machine that runs the
+job, measured once per machine (:mod:`surefast.models.dtype_choice`); the run records the dtype
+each model got and keeps it when the study is resumed.
 
 Sweep labels end in their level (``wanda-30``), which is how reports find sweeps. The run id is
 derived from the plan's content, so running the same plan again continues the same run and
@@ -44,7 +48,7 @@ from surefast.models import parse_spec
 from surefast.registry import suggestion
 
 DENSE = "dense"
-DTYPES = ("bf16", "fp16", "fp32")
+DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class StudyPlan:
     compressions: tuple[CompressionSpec, ...]
     bench: BenchConfig
     calibration: tuple[tuple[str, Any], ...] = ()
-    dtype: str = "bf16"
+    dtype: str = "auto"  # auto: the faster of bf16 and fp32 for scoring here (surefast.models.dtype_choice)
     source: str = ""  # the file it came from, for messages
     deployment: bool = True  # measure each job's weight bytes and decode speed (packed where it packs)
 
@@ -339,7 +343,7 @@ def plan_from_dict(data: dict[str, Any], source: str = "") -> StudyPlan:
             "a data folder in the documented layout (docs/tasks.md)",
         )
     calibration = _calibration(_get(data, "calibration", {}), source)
-    dtype = _get(data, "dtype", "bf16")
+    dtype = _get(data, "dtype", "auto")
     if dtype not in DTYPES:
         raise SurefastError(f"{_where(source, 'dtype')}: unknown dtype {dtype!r}", f"choose from {', '.join(DTYPES)}")
     deployment = _get(data, "deployment", True)

@@ -89,6 +89,7 @@ def run_job(
     """Compress ``model`` with ``comp`` and score every unit not yet stored. Pure function of its
     arguments (takes the store by path) so a Ray worker can run it as is."""
     from surefast.models import load_model
+    from surefast.models.load import dtype_name
 
     run = Run(Store(store_root).root, plan.run_id)
     if job_done(run, plan, model, comp):
@@ -96,12 +97,17 @@ def run_job(
     start = time.perf_counter()
     if status:
         status(f"{model}: loading")
-    loaded = load_model(model, dtype=plan.dtype)
+    # dtype auto: the dtype this run first chose for the model, so a resumed run (or another
+    # worker) never mixes bf16 and fp32 rows of one model
+    dtype = run.read_meta().get("dtypes", {}).get(model, plan.dtype) if plan.dtype == "auto" else plan.dtype
+    loaded = load_model(model, dtype=dtype, work="scoring")
     params = sum(p.numel() for p in loaded.model.parameters())
     # Recorded now, not when the job ends: a job killed after its last part is stored is never
     # loaded again, and the scale analysis needs every model's size.
     with run.editing_meta() as meta:
         meta.setdefault("model_params", {})[model] = params
+        if plan.dtype == "auto":
+            meta.setdefault("dtypes", {}).setdefault(model, dtype_name(loaded.dtype))
     comp_fp, comp_seconds, config = "none", 0.0, None
     if not comp.is_dense:
         from surefast.compress import CalibrationConfig, compress_

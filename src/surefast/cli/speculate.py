@@ -28,6 +28,7 @@ from surefast.errors import SurefastError
 from surefast.models import load_model, parse_spec
 from surefast.models.arch import model_max_length
 from surefast.models.chat import encode_chat
+from surefast.models.load import dtype_name
 from surefast.speculate.api import HF_METHODS, TextStream, check_method
 from surefast.speculate.compare import Comparison, Phase, compare
 from surefast.speculate.divergence import Divergence
@@ -199,7 +200,9 @@ def speculate(
         float,
         typer.Option(min=0.0, max=0.99, help="share of visual tokens the draft drops (VLM; the target keeps all)"),
     ] = 0.0,
-    dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32")] = "bf16",
+    dtype: Annotated[
+        str, typer.Option(help="auto (the faster of bf16 and fp32 for decoding here, measured once), bf16, fp16, fp32")
+    ] = "auto",
     stats_json: Annotated[Path | None, typer.Option(help="write the full statistics (every step) to this file")] = None,
 ) -> None:
     """Speculative decoding of TARGET with DRAFT: stream the answer, then print the statistics."""
@@ -219,12 +222,15 @@ def speculate(
     if draft_spec.kind == "ngram" and method == "hf-assisted":
         raise SurefastError("hf-assisted needs a draft model", "use --policy hf-lookup for transformers' n-gram lookup")
     with progress_bar(err) as progress:
-        t = load_model(parse_spec(target), dtype=dtype, progress=progress)
+        t = load_model(parse_spec(target), dtype=dtype, progress=progress, work="decoding")
         if machine_report:
             print_machine_report(console, t, target)
             return
         assert prompt is not None  # checked above
-        d = load_draft(draft_spec, t, dtype=dtype, progress=progress)
+        d = load_draft(draft_spec, t, dtype=t.dtype, progress=progress)  # the target's, "auto" resolved
+    if t.dtype_choice is not None:
+        err.print(f"[dim]{escape(t.dtype_choice.note())}[/]", soft_wrap=True)
+    dtype = dtype_name(t.dtype)
     visual = bool(image or video)
     if visual and (draft_spec.kind == "ngram" or plan):
         raise SurefastError("--draft ngram and --plan are for text prompts", "give a draft model for images and video")

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from surefast.models.dtype_choice import auto_choice
+from surefast.models.load import config_hidden
 from surefast.speculate.drafts import DraftSpec
 from surefast.speculate.forecast import forecast, machine_report
 
@@ -33,6 +35,15 @@ def print_machine_report(console: Console, t: Any, name: str) -> None:
     console.print(table)
     for dtype, curve in report["curves"].items():
         console.print(f"{dtype}: {curve['verdict']}", markup=False, highlight=False, soft_wrap=True)
+    print_dtype_auto(console, config_hidden(t.model.config.to_dict()), str(t.model.device))
+
+
+def print_dtype_auto(console: Console, hidden: int | None, device: str) -> None:
+    """What ``--dtype auto`` picks here for each work, with the linear times it measured (or cached)."""
+    with console.status("dtype auto: timing a linear layer in bf16 and fp32"):
+        choices = [auto_choice(work, hidden=hidden, device=device) for work in ("decoding", "scoring")]
+    for choice in choices:
+        console.print(choice.note(), markup=False, highlight=False, soft_wrap=True)
 
 
 def print_forecast(console: Console, target: Any, draft: Any, spec: DraftSpec, ids: Any, ngram: Any) -> None:

@@ -15,6 +15,7 @@ from surefast import __version__
 from surefast.errors import SurefastError
 from surefast.models.cache import file_sha256, is_complete, pulled_folder, read_manifest
 from surefast.models.convert import convert_local_gguf, pull_packaged
+from surefast.models.dtype_choice import DtypeChoice, Work, auto_choice
 from surefast.models.fetch import ProgressFn
 from surefast.models.hooks import post_load_files, run_post_load_hooks
 from surefast.models.spec import ModelSpec, parse_spec
@@ -33,29 +34,74 @@ class LoadedModel:
     spec: ModelSpec
     fingerprint: str  # 16 hex chars: spec + file hashes + dtype
     path: Path | None  # the folder weights were read from (None for tiny models)
+    dtype: torch.dtype = torch.bfloat16  # the dtype it was loaded in ("auto" resolved)
+    dtype_choice: DtypeChoice | None = None  # what dtype "auto" chose and why (None: a dtype was given)
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    """bf16 unless asked otherwise: about twice as fast as fp32 on our CPUs, and native on GPUs."""
-    if dtype is None or dtype == "auto":
+DTYPE_NAMES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
+
+
+def resolve_dtype(
+    dtype: str | torch.dtype | None,
+    *,
+    work: Work = "scoring",
+    hidden: int | None = None,
+    device: str | torch.device = "cpu",
+) -> torch.dtype:
+    """bf16 unless asked otherwise (None); ``"auto"``: the faster of bf16 and fp32 for ``work`` on
+    this machine, for a model of width ``hidden`` (:mod:`surefast.models.dtype_choice`)."""
+    if dtype is None:
         return torch.bfloat16
+    if dtype == "auto":
+        return auto_choice(work, hidden=hidden, device=device).torch_dtype
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {
-        "bf16": torch.bfloat16,
-        "bfloat16": torch.bfloat16,
-        "fp16": torch.float16,
-        "float16": torch.float16,
-        "fp32": torch.float32,
-        "float32": torch.float32,
-    }
-    if dtype not in names:
-        raise SurefastError(f"unknown dtype {dtype!r}", f"choose from {', '.join(names)}")
-    return names[dtype]
+    if dtype not in DTYPE_NAMES:
+        raise SurefastError(f"unknown dtype {dtype!r}", f"choose from auto, {', '.join(DTYPE_NAMES)}")
+    return DTYPE_NAMES[dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The short name (bf16, fp16, fp32) of a torch dtype, as plans and flags spell it."""
+    return next((name for name, d in DTYPE_NAMES.items() if d == dtype), str(dtype).removeprefix("torch."))
+
+
+def config_hidden(config: dict[str, Any]) -> int | None:
+    """The width of a model's ``config.json`` (a VLM's is its language model's), or None."""
+    for key in ("hidden_size", "n_embd", "d_model"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    text = config.get("text_config")
+    return config_hidden(text) if isinstance(text, dict) else None
+
+
+def _hidden_before_load(spec: ModelSpec, folder: Path | None) -> int | None:
+    """The model's width from its config, read without loading it (None where that is not cheap)."""
+    try:
+        if spec.kind == "tiny":
+            from surefast.models.tiny import tiny_config
+
+            return config_hidden(tiny_config(spec.target).to_dict())
+        path: Path | None = folder / "config.json" if folder is not None else None
+        if spec.kind == "hub":
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(spec.target, "config.json", revision=spec.revision)
+            path = Path(found) if isinstance(found, str) else None
+        return config_hidden(json.loads(path.read_text())) if path is not None and path.is_file() else None
+    except Exception:  # a config we cannot read here: from_pretrained will say what is wrong with it
+        return None
 
 
 def fingerprint(spec: ModelSpec, files: dict[str, str], dtype: torch.dtype) -> str:
@@ -204,25 +250,37 @@ def load_model(
     device: str | None = None,
     progress: ProgressFn | None = None,
     pull: bool = True,
+    work: Work = "scoring",
 ) -> LoadedModel:
     """Load the model named by ``spec`` (see :mod:`surefast.models.spec`) in eval mode.
 
-    ``dtype`` defaults to bf16, ``device`` to CUDA when present else CPU. Packaged models are
-    pulled and converted on first use (``pull=False`` makes that an error instead). A folder
-    holding a post-load hook's file (``surefast_compression.json``) gets that hook run on the
-    loaded model (:mod:`surefast.models.hooks`); one holding :data:`HOOK_WEIGHTS` (a packed
-    model) is built empty and that hook loads its weights.
+    ``dtype`` defaults to bf16, ``device`` to CUDA when present else CPU. ``dtype="auto"``: the
+    faster of bf16 and fp32 for ``work`` (``"scoring"``: batched multi-token forwards;
+    ``"decoding"``: 1-token steps and 16-token tree verifications) on this machine, measured once
+    at the model's width (:mod:`surefast.models.dtype_choice`); the fingerprint holds the dtype
+    chosen, so bf16 and fp32 caches never mix.
+
+    Packaged models are pulled and converted on first use (``pull=False`` makes that an error
+    instead). A folder holding a post-load hook's file (``surefast_compression.json``) gets that
+    hook run on the loaded model (:mod:`surefast.models.hooks`); one holding
+    :data:`HOOK_WEIGHTS` (a packed model) is built empty and that hook loads its weights.
     """
     spec = parse_spec(spec) if isinstance(spec, str) else spec
-    torch_dtype = resolve_dtype(dtype)
+    auto = isinstance(dtype, str) and dtype == "auto"
+    torch_dtype = torch.bfloat16 if auto else resolve_dtype(dtype)  # a bad name fails before any pull
     device = device or default_device()
+    choice: DtypeChoice | None = None
+    folder = None if spec.kind == "tiny" else resolve_folder(spec, progress, pull)
+    if auto:  # after the pull: the width comes from the config, and picks the measurement's shape
+        choice = auto_choice(work, hidden=_hidden_before_load(spec, folder), device=device)
+        torch_dtype = choice.torch_dtype
     if spec.kind == "tiny":
         from surefast.models.tiny import tiny_model, tiny_tokenizer
 
         model = tiny_model(spec.target, int(spec.revision or 0), torch_dtype).to(device)
         files = {"tiny": f"{spec.target}@{spec.revision}/surefast-{__version__}"}
-        return LoadedModel(model, tiny_tokenizer(), spec, fingerprint(spec, files, torch_dtype), None)
-    folder = resolve_folder(spec, progress, pull)
+        fp = fingerprint(spec, files, torch_dtype)
+        return LoadedModel(model, tiny_tokenizer(), spec, fp, None, torch_dtype, choice)
     empty = folder is not None and (folder / HOOK_WEIGHTS).is_file()
     model, tokenizer = _from_pretrained(folder or spec.target, spec, torch_dtype, device, empty)
     if folder is not None:  # surefast_compression.json: fake-quant activations, online Hadamards, KV quantizers
@@ -238,4 +296,4 @@ def load_model(
         files = folder_hashes(folder)
     if tokenizer.pad_token_id is None:  # batching needs one; never attended to
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, spec, fingerprint(spec, files, torch_dtype), folder)
+    return LoadedModel(model, tokenizer, spec, fingerprint(spec, files, torch_dtype), folder, torch_dtype, choice)
