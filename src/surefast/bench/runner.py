@@ -27,6 +27,9 @@ from surefast.models import LoadedModel
 from surefast.prompts.build import STRATEGIES
 
 UnitProgress = Callable[[str, int, int], None]  # (unit label, items done, items total)
+# The groupings every unit's evaluation has (run_unit): a Mondrian score may calibrate by these.
+# A task without subject or sub-source meta has one subject group, so "lac@subject" is plain LAC there.
+RUN_GROUPINGS = ("position", "subject")
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class BenchConfig:
         # build this config first (a bad alpha or score name used to surface after the first
         # unit was scored, a bad type as a traceback). Messages name the study-plan key, which
         # is also the flag's name (`splits` is --splits, `score_fns` is --score-fns).
-        from surefast.conformal import get_score
+        from surefast.conformal import MondrianConfig, get_score
         from surefast.conformal.calibrate import min_calibration_size
 
         def whole(key: str, value: object, least: int) -> None:
@@ -97,9 +100,14 @@ class BenchConfig:
             raise SurefastError(f"data: expected a folder or file name, got {self.data!r}")
         for name in self.score_fns:
             try:
-                get_score(name)
+                score = get_score(name)
             except SurefastError as exc:
                 raise SurefastError(f"score_fns: {exc.message}", exc.hint) from None
+            if isinstance(score, MondrianConfig) and score.by not in RUN_GROUPINGS:  # "lac@subject"
+                raise SurefastError(
+                    f"score_fns: {name!r} calibrates per {score.by!r}, which a benchmark run does not group by",
+                    f"use one of {', '.join(RUN_GROUPINGS)} after the '@'",
+                )
         for alpha in self.alphas:
             if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 < alpha < 1.0:  # NaN too
                 raise SurefastError(

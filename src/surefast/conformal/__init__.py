@@ -16,6 +16,7 @@ from surefast.conformal.calibrate import (
 )
 from surefast.conformal.evaluate import BOOTSTRAP, SPLITS, SplitResults, evaluate, evaluate_splits, summarize
 from surefast.conformal.inputs import softmax
+from surefast.conformal.mondrian import MondrianConfig, grouped_quantile
 from surefast.conformal.scores import (
     SCORES,
     APSConfig,
@@ -36,6 +37,7 @@ __all__ = [
     "SPLITS",
     "APSConfig",
     "LACConfig",
+    "MondrianConfig",
     "RAPSConfig",
     "ScoreArray",
     "ScoreConfig",
@@ -48,6 +50,7 @@ __all__ = [
     "evaluate_splits",
     "fill_empty_with_top",
     "get_score",
+    "grouped_quantile",
     "min_calibration_size",
     "prediction_sets",
     "quantile_rank",

@@ -51,13 +51,16 @@ def bootstrap_metrics(
     seed: int,
     fill_empty: bool = False,
     groupings: Sequence[Grouping] = (),
+    partitions: Sequence[Grouping] = (),
 ) -> np.ndarray:
     """Per replicate, the mean over the ``R`` splits of every metric: ``[S, A, B, M]``.
 
     ``cal`` ``[R, n_cal]`` and ``test`` ``[R, T]`` are the split *positions* (those of the plain
     evaluation), ``u`` ``[R, N]`` the draws of randomized scores by position (or None). A metric
     undefined in some splits (``coverage_at_size_s``) is averaged over the splits where it is
-    defined, as the plain evaluation's summary does; NaN where it is never defined.
+    defined, as the plain evaluation's summary does; NaN where it is never defined. ``groupings``
+    and ``partitions`` are :func:`~surefast.conformal.splits.split_metrics`'s: a Mondrian score
+    calibrates each replicate's splits per group of the resampled items.
     """
     n = len(y)
     n_splits = cal.shape[0]
@@ -89,6 +92,7 @@ def bootstrap_metrics(
             fill_empty=fill_empty,
             blocks=blocks,
             groupings=groupings,
+            partitions=partitions,
         )
         values = values.reshape(*values.shape[:2], b, n_splits, values.shape[-1])
         with warnings.catch_warnings():

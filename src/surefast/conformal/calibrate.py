@@ -77,13 +77,29 @@ def conformal_quantile(scores: np.ndarray | ScoreArray, alpha: float | Iterable[
         ordered = np.sort(key, axis=-1)
         out = np.stack([_order_stat(ordered, k) for k in ranks], axis=-1)
         return out[..., 0] if single else out
-    if scores.level is None:  # one level: the key alone orders the exact scores
-        order = np.argsort(scores.key, axis=-1, kind="stable")
-    else:  # RAPS: by value; where values coincide as floats, by the key (exact within a level)
-        order = np.lexsort((scores.key, scores.value), axis=-1)
+    order = score_order(scores)
     sorted_scores = scores.map(lambda a: np.take_along_axis(a, order, axis=-1))
     picked = sorted_scores.map(lambda a: np.stack([_order_stat(a, k) for k in ranks], axis=-1))
     return picked[..., 0] if single else picked
+
+
+def score_order(scores: np.ndarray | ScoreArray, first: np.ndarray | None = None) -> np.ndarray:
+    """Indices that sort scores ``[..., n]`` along the last axis by exact score, stable.
+
+    A :class:`~surefast.conformal.scores.ScoreArray` sorts by its key (one level) or, for RAPS,
+    by value and, where values coincide as floats, by the key (exact within a level). ``first``
+    (``[..., n]``, e.g. group codes) is a key sorted by before the scores: each value of it gets
+    one contiguous sorted run.
+    """
+    if not isinstance(scores, ScoreArray):
+        keys: tuple[np.ndarray, ...] = (np.asarray(scores, dtype=np.float64),)
+    elif scores.level is None:  # one level: the key alone orders the exact scores
+        keys = (scores.key,)
+    else:  # RAPS: by value; where values coincide as floats, by the key
+        keys = (scores.key, scores.value)
+    if first is None and len(keys) == 1:
+        return np.argsort(keys[0], axis=-1, kind="stable")
+    return np.lexsort(keys if first is None else (*keys, first), axis=-1)
 
 
 def _order_stat(ordered: np.ndarray, k: int) -> np.ndarray:
@@ -92,11 +108,19 @@ def _order_stat(ordered: np.ndarray, k: int) -> np.ndarray:
     return ordered[..., k - 1] if k <= n else np.full(ordered.shape[:-1], np.inf)
 
 
-def prediction_sets(scores: np.ndarray | ScoreArray, qhat: np.ndarray | float | ScoreArray) -> np.ndarray:
+# Where a threshold of each kind gets the item and label axes of the scores [..., N, K].
+_THRESHOLD_AXES = {"split": (-2, -1), "item": (-1,), "label": (-2,)}
+
+
+def prediction_sets(
+    scores: np.ndarray | ScoreArray, qhat: np.ndarray | float | ScoreArray, per: str = "split"
+) -> np.ndarray:
     """Boolean prediction sets ``{y : score_y <= qhat}``: scores ``[..., N, K]``, ``qhat`` ``[...]``.
 
-    ``qhat`` broadcasts against the leading dims of ``scores`` (one threshold per split and
-    alpha, shared by the ``N`` items). A label whose score ties ``qhat`` is in the set. A set can
+    ``qhat`` broadcasts against the leading dims of ``scores``. ``per`` says what one threshold
+    serves: ``"split"`` (``qhat [...]``, shared by the ``N`` items and ``K`` labels), ``"item"``
+    (``qhat [..., N]``, one per item, e.g. its group's) or ``"label"`` (``qhat [..., K]``, one per
+    candidate label; :mod:`surefast.conformal.mondrian`). A label whose score ties ``qhat`` is in the set. A set can
     be empty (LAC when every ``p_y < 1 - qhat``; deterministic APS when the top probability alone
     exceeds ``qhat``; randomized scores by the coin flip): it counts as size 0 and never covers.
     An infinite ``qhat`` gives full sets.
@@ -107,11 +131,14 @@ def prediction_sets(scores: np.ndarray | ScoreArray, qhat: np.ndarray | float | 
     float scores, relative to ``|qhat|``. This is the textbook set ``{y : s_y <= qhat}`` up to float
     noise for any logits, confident models included (tests/conformal/test_textbook.py).
     """
+    if per not in _THRESHOLD_AXES:
+        raise SurefastError(f"per must be one of {', '.join(_THRESHOLD_AXES)}, got {per!r}")
+    axes = _THRESHOLD_AXES[per]
     if not isinstance(scores, ScoreArray):
-        q = np.asarray(qhat, dtype=np.float64)[..., None, None]
+        q = np.expand_dims(np.asarray(qhat, dtype=np.float64), axes)
         return np.asarray(scores) <= q + RTOL * np.abs(q)
     assert isinstance(qhat, ScoreArray), "precise scores need a precise threshold (conformal_quantile of them)"
-    t = qhat.map(lambda a: a[..., None, None])
+    t = qhat.map(lambda a: np.expand_dims(a, axes))
     by_key = scores.key <= t.key * (1.0 + RTOL)  # inf * (1 + RTOL) = inf: full sets
     if scores.level is None or t.level is None:
         return by_key

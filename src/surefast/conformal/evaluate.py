@@ -18,6 +18,7 @@ from surefast.conformal.bootstrap import bootstrap_metrics
 from surefast.conformal.calibrate import min_calibration_size
 from surefast.conformal.conditional import item_groupings
 from surefast.conformal.inputs import check_alphas, check_labels, check_probs
+from surefast.conformal.mondrian import mondrian_partitions
 from surefast.conformal.scores import ScoreConfig, get_score
 from surefast.conformal.splits import METRICS, is_scalar, metric_names, split_indices, split_metrics, split_uniforms
 from surefast.errors import SurefastError
@@ -100,6 +101,7 @@ def evaluate_splits(
         groupings = item_groupings(y, k, groups, cal_fraction)
     except ValueError as exc:
         raise SurefastError(str(exc)) from None
+    partitions = mondrian_partitions(configs, groups, cal_fraction)  # a Mondrian score's grouping, checked now
     n_cal = cal.shape[1]
     for a in alphas_:
         if n_cal < min_calibration_size(a):
@@ -112,7 +114,19 @@ def evaluate_splits(
     u = split_uniforms(n, n_splits, seed) if any(c.randomized for c in configs) else None  # [R, N] by position
     u_cal = None if u is None else np.take_along_axis(u, cal, axis=1)
     u_test = None if u is None else np.take_along_axis(u, test, axis=1)
-    values = split_metrics(p, y, configs, alphas_, cal, test, u_cal, u_test, fill_empty=fill_empty, groupings=groupings)
+    values = split_metrics(
+        p,
+        y,
+        configs,
+        alphas_,
+        cal,
+        test,
+        u_cal,
+        u_test,
+        fill_empty=fill_empty,
+        groupings=groupings,
+        partitions=partitions,
+    )
     boot = None
     if n_boot:
         boot = bootstrap_metrics(
@@ -127,6 +141,7 @@ def evaluate_splits(
             seed=seed,
             fill_empty=fill_empty,
             groupings=groupings,
+            partitions=partitions,
         )
     metrics = metric_names(k, [(g.name, g.labels) for g in groupings])
     return SplitResults(score_fns=names, alphas=alphas_, values=values, metrics=metrics, boot=boot)
@@ -153,7 +168,9 @@ def evaluate(
     the right option indices. ``groups`` maps a grouping name to one label per item (e.g.
     ``{"subject": [...]}``) for conditional coverage; the true answer's letter (``position``) is
     always a grouping (:mod:`surefast.conformal.conditional`). ``score_fns`` are
-    registry names (:data:`~surefast.conformal.scores.SCORES`) or score configs; all ``alphas``
+    registry names (:data:`~surefast.conformal.scores.SCORES`), ``"<name>@<grouping>"`` for a score
+    calibrated per group (:mod:`surefast.conformal.mondrian`: ``"lac@subject"`` needs
+    ``groups={"subject": ...}``, ``"aps@position"`` is label-conditional) or score configs; all ``alphas``
     are done in one pass on the same splits. Returns one dict per (score_fn, alpha, split,
     metric) with keys ``score_fn, alpha, split, metric, value, resampling`` (``"splits"``);
     with ``n_boot > 0`` also one per (score_fn, alpha, replicate, scalar metric) with

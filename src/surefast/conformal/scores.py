@@ -146,10 +146,24 @@ SCORES.register("raps", RAPSConfig())
 SCORES.register("raps_randomized", RAPSConfig(randomized=True))
 
 
+# Score specs other than a registry name: a separator -> the parser of specs holding it, which the
+# module defining that form registers as it is imported (mondrian.py: "lac@subject"). A
+# registration, not an import: those modules build on this one, and an import back would be a
+# circle (tests/test_imports.py). surefast.conformal imports them all.
+SPEC_FORMS: dict[str, Callable[[str], ScoreConfig]] = {}
+
+
 def get_score(spec: str | ScoreConfig) -> ScoreConfig:
-    """A score config from its registry name or the config itself; unknown names get a suggestion."""
+    """A score config from its registry name or the config itself; unknown names get a suggestion.
+
+    ``"<name>@<grouping>"`` (``"lac@subject"``) is the score calibrated per group
+    (:class:`~surefast.conformal.mondrian.MondrianConfig`, through :data:`SPEC_FORMS`).
+    """
     if isinstance(spec, ScoreConfig):
         return spec
+    for separator, parse in SPEC_FORMS.items():
+        if isinstance(spec, str) and separator in spec:
+            return parse(spec)
     return SCORES.get(spec)
 
 

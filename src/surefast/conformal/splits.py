@@ -21,6 +21,7 @@ from surefast.conformal import conditional as C
 from surefast.conformal import metrics as M
 from surefast.conformal import selective as S
 from surefast.conformal.calibrate import conformal_quantile, fill_empty_with_top, prediction_sets
+from surefast.conformal.mondrian import MondrianConfig, mondrian_sets
 from surefast.conformal.scores import ScoreArray, ScoreConfig, TieBlocks, at_labels, score_array, tie_blocks
 from surefast.data.items import LETTERS
 from surefast.errors import SurefastError
@@ -128,6 +129,7 @@ def split_metrics(
     fill_empty: bool = False,
     blocks: TieBlocks | None = None,
     groupings: Sequence[C.Grouping] = (),
+    partitions: Sequence[C.Grouping] = (),
 ) -> np.ndarray:
     """Every metric of every split: ``[S, A, R, M]`` (M = :func:`metric_names` of ``K`` and ``groupings``).
 
@@ -136,7 +138,8 @@ def split_metrics(
     its resampled items, so an item may appear more than once). ``u_cal``/``u_test`` are the
     uniform draws of randomized scores at those places (None when no score is randomized).
     ``blocks`` may pass ``tie_blocks(p)`` when the caller computes it once for many calls.
-    ``groupings`` (:mod:`surefast.conformal.conditional`) add conditional coverage.
+    ``groupings`` (:mod:`surefast.conformal.conditional`) add conditional coverage; ``partitions``
+    are the groupings Mondrian scores calibrate by (:func:`~surefast.conformal.mondrian.mondrian_partitions`).
     """
     blocks = tie_blocks(p) if blocks is None else blocks
     k = p.shape[1]
@@ -159,8 +162,11 @@ def split_metrics(
     for i, cfg in enumerate(configs):
         fixed = None if cfg.randomized else score_array(cfg, blocks)
         cal_s, test_s = _cal_and_test_scores(cfg, blocks, fixed, y, cal, test, u_cal, u_test)
-        qhat = conformal_quantile(cal_s, alphas)  # [R, A]
-        sets = prediction_sets(test_s.map(lambda a: a[:, None]), qhat)  # [R, A, T, K]
+        if isinstance(cfg, MondrianConfig):  # one threshold per group (mondrian.py)
+            sets = mondrian_sets(cfg, cal_s, test_s, alphas, y, cal, test, partitions)  # [R, A, T, K]
+        else:
+            qhat = conformal_quantile(cal_s, alphas)  # [R, A]
+            sets = prediction_sets(test_s.map(lambda a: a[:, None]), qhat)  # [R, A, T, K]
         if fill_empty:
             sets = fill_empty_with_top(sets, p_test[:, None])
         yt = y_test[:, None]  # [R, 1, T]

@@ -45,6 +45,7 @@ import numpy as np
 
 from surefast.conformal.calibrate import conformal_quantile, prediction_sets
 from surefast.conformal.inputs import check_alphas, softmax  # float64, max-shifted: -inf (padding) -> 0
+from surefast.conformal.mondrian import MondrianConfig
 from surefast.conformal.scores import at_labels, get_score, score_array, tie_blocks
 from surefast.errors import SurefastError
 
@@ -107,6 +108,11 @@ def full_sample_sets(logits: np.ndarray, labels: np.ndarray, score_fn: str = "la
     infinite and every set full (as the conformal module defines it).
     """
     config = get_score(score_fn)
+    if isinstance(config, MondrianConfig):  # "lac@subject": these sets are calibrated once, on all items
+        raise SurefastError(
+            f"the paired diagnostics calibrate one threshold on all items, not per group as {config.name} does",
+            "use lac, aps or raps",
+        )
     if config.randomized:
         raise SurefastError(
             f"the paired diagnostics need a deterministic score, not {config.name}",
