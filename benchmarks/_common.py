@@ -38,14 +38,15 @@ def cpu_facts() -> dict[str, Any]:
     return out
 
 
-def bf16_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
-    """This CPU's bf16 matmul throughput in FLOP/s (median of ``repeats`` n x n x n products)."""
+def matmul_flops(dtype: str = "bf16", n: int = 2048, repeats: int = 5) -> float:
+    """This CPU's matmul throughput in FLOP/s in ``dtype`` (bf16 or fp32): median of ``repeats`` n x n x n products."""
     import statistics
 
     import torch
 
-    a = torch.randn(n, n, dtype=torch.bfloat16)
-    b = torch.randn(n, n, dtype=torch.bfloat16)
+    torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    a = torch.randn(n, n, dtype=torch_dtype)
+    b = torch.randn(n, n, dtype=torch_dtype)
     a @ b  # warm-up
     times = []
     for _ in range(repeats):

@@ -3,15 +3,19 @@
 For each model: the same N MMLU items (seed 0) with the same 5-shot prompt (shared-instruction
 strategy, the model's chat template), scored by
 
-* surefast: shared-prefix KV cache, length-bucketed batches, six-row output head;
+* surefast: shared-prefix KV cache (read once per layer for a whole batch), length-bucketed
+  batches under the CPU's default token budget, six-row output head;
 * lm-evaluation-harness's HF backend (``HFLM.loglikelihood``): one request per (item, option
   letter), i.e. what a multiple-choice task over the option letters runs, with lm-eval's own
-  batching and its grouping of requests that share a context;
+  batching at its fastest batch size here (``LMEVAL_BATCH``) and its grouping of requests that
+  share a context;
 
-in one process, same machine, bf16, warm-up excluded, timed on alternating chunks of items (see
-``interleaved``). We report items/s for both, the
-speed-up, the share of items whose argmax option agrees, and tokens/s against this CPU's bf16
-matmul throughput (how close to the hardware limit each is).
+in one process, same machine, the same model in the dtype ``dtype: auto`` picks for scoring on
+this CPU (bf16 or fp32; ``--dtype`` forces one), warm-up excluded, timed on alternating chunks of
+items (see ``interleaved``). We report items/s for both, the speed-up, the share of items whose
+argmax option agrees, and tokens/s against this CPU's matmul throughput in that dtype (how close
+to the hardware limit each is; FLOPs counted from the non-embedding parameters, so lm-eval's
+full-vocabulary output head is work it does beyond the count).
 
     .venv/bin/python benchmarks/scoring_vs_lmeval.py            # both models, N=500
     .venv/bin/python benchmarks/scoring_vs_lmeval.py --n 50 --models smollm2-135m-instruct
@@ -25,12 +29,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import SHARED_DATA, bf16_matmul_flops, non_embedding_params, write_result
+from _common import SHARED_DATA, matmul_flops, non_embedding_params, write_result
 
 MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
+# lm-eval's batch size per model: its fastest here, so the peer runs at its best. Measured on a
+# 2-core AMD EPYC (AVX2, fp32), 2 threads, batches interleaved: SmolLM2 0.54 / 0.60 / 0.52 / 0.44
+# items/s at batch 1 / 2 / 4 / 8 (16 items), Qwen 0.5B 0.158 / 0.134 / 0.127 at 1 / 2 / 4 (6 items).
+# Larger batches lose for the reason ours do: activations that no longer fit in the cache.
+LMEVAL_BATCH = {"smollm2-135m-instruct": 2, "qwen2.5-coder-0.5b-instruct": 1}
 
 
-def surefast_scorer(loaded: Any, prompt: Any, batch_tokens: int) -> Any:
+def surefast_scorer(loaded: Any, prompt: Any, batch_tokens: int | None) -> Any:
     from surefast.scoring import ScoringConfig, score_items
 
     config = ScoringConfig(batch_tokens=batch_tokens)
@@ -117,14 +126,18 @@ def compare_numerics(ours: np.ndarray, theirs: np.ndarray) -> dict[str, float]:
 
 
 def bench_model(
-    name: str, n: int, batch_tokens: int, lm_batch: int, chunk: int, peak: float, dtype: str
+    name: str, n: int, batch_tokens: int | None, lm_batch: int | None, chunk: int, dtype: str
 ) -> dict[str, Any]:
+    lm_batch = lm_batch or LMEVAL_BATCH.get(name, 1)
     from surefast.data import TaskConfig, load_task
     from surefast.models import load_model
     from surefast.prompts import PromptConfig, build_prompt
+    from surefast.scoring import ScoringConfig
     from surefast.scoring.letters import letter_tokens, variant_for
 
-    loaded = load_model(name, dtype=dtype, device="cpu")
+    loaded = load_model(name, dtype=dtype, device="cpu", work="scoring")
+    dtype_name = {torch.bfloat16: "bf16", torch.float32: "fp32"}[loaded.dtype]
+    peak = matmul_flops(dtype_name)
     data = load_task("mmlu", TaskConfig(n=n, seed=0, n_demos=5, source=str(SHARED_DATA)))
     prompt = build_prompt("mmlu", data.demos, loaded.tokenizer, PromptConfig(strategy="shared", n_shots=5))
     letters = list(letter_tokens(loaded.tokenizer, variant_for(prompt.full(data.items[0]))).strings)
@@ -144,6 +157,11 @@ def bench_model(
     labels = np.array([it.label for it in data.items])
     return {
         "n_items": n,
+        "lmeval_batch_size": lm_batch,
+        "surefast_batch_tokens": ScoringConfig(batch_tokens=batch_tokens).tokens_per_batch(torch.device("cpu")),
+        "dtype": dtype_name,
+        "dtype_choice": loaded.dtype_choice.note() if loaded.dtype_choice else "given",
+        "matmul_flops_per_s": peak,
         "surefast_items_per_s": n / our_s,
         "lmeval_items_per_s": n / their_s,
         "speedup": their_s / our_s,
@@ -157,8 +175,8 @@ def bench_model(
         "surefast_tokens_run": our_tokens,
         "lmeval_tokens_per_s": full_tokens / their_s,
         "surefast_prompt_tokens_per_s": full_tokens / our_s,
-        "lmeval_share_of_bf16_peak": full_tokens / their_s * flops_per_token / peak,
-        "surefast_share_of_bf16_peak_on_tokens_run": our_tokens / our_s * flops_per_token / peak,
+        "lmeval_share_of_matmul_peak": full_tokens / their_s * flops_per_token / peak,
+        "surefast_share_of_matmul_peak_on_tokens_run": our_tokens / our_s * flops_per_token / peak,
     }
 
 
@@ -166,16 +184,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--batch-tokens", type=int, default=4096)
-    parser.add_argument("--lmeval-batch-size", type=int, default=8)
+    parser.add_argument("--batch-tokens", type=int, default=None, help="default: ScoringConfig's for the device")
+    parser.add_argument("--lmeval-batch-size", type=int, default=None, help="default: LMEVAL_BATCH, else 1")
     parser.add_argument("--chunk", type=int, default=100, help="items per alternating timing chunk")
-    parser.add_argument("--dtype", default="bf16", help="bf16 (the issue's setting) or fp32 (a numerics check)")
+    parser.add_argument("--dtype", default="auto", help="auto (what scoring uses here), bf16 or fp32")
     parser.add_argument("--tag", default="", help="suffix of the result file name")
     args = parser.parse_args()
     torch.manual_seed(0)
-    peak = bf16_matmul_flops()
     results = {
-        name: bench_model(name, args.n, args.batch_tokens, args.lmeval_batch_size, args.chunk, peak, args.dtype)
+        name: bench_model(name, args.n, args.batch_tokens, args.lmeval_batch_size, args.chunk, args.dtype)
         for name in args.models.split(",")
     }
     import lm_eval
@@ -184,14 +201,13 @@ def main() -> None:
         "scoring_vs_lmeval" + (f"-{args.tag}" if args.tag else ""),
         {
             "models": results,
-            "bf16_matmul_flops_per_s": peak,
             "lm_eval_version": lm_eval.__version__,
             "task": "mmlu",
             "strategy": "shared",
             "n_shots": 5,
-            "dtype": args.dtype,
+            "dtype_asked": args.dtype,
             "chunk": args.chunk,
-            "targets": {"speedup": 4.0, "argmax_agreement": 0.99},
+            "targets": {"speedup": 5.0, "argmax_agreement": 0.99},
         },
     )
     for name, r in results.items():

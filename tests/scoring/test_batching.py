@@ -113,3 +113,13 @@ def test_plan_batches_covers_each_item_once_within_budget(lengths, budget, max_r
         assert len(b) <= max_rows
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= budget
     assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)  # similar lengths together, longest first
+
+
+def test_default_token_budget_is_per_device():
+    import torch
+
+    from surefast.scoring.types import CPU_BATCH_TOKENS, DEVICE_BATCH_TOKENS, ScoringConfig
+
+    assert ScoringConfig().tokens_per_batch(torch.device("cpu")) == CPU_BATCH_TOKENS == 512
+    assert ScoringConfig().tokens_per_batch(torch.device("meta")) == DEVICE_BATCH_TOKENS  # any accelerator
+    assert ScoringConfig(batch_tokens=100).tokens_per_batch(torch.device("cpu")) == 100

@@ -51,7 +51,7 @@ class BenchConfig:
     cal_fraction: float = 0.5
     n_boot: int = 200  # item-bootstrap replicates behind every interval (surefast.conformal.bootstrap); 0: none
     data: str | None = None  # a folder in the ../shared/data layout; None: each task's default source
-    batch_tokens: int = 4096
+    batch_tokens: int | None = None  # None: ScoringConfig's per-device default
     skip_malformed: bool = False
 
     def __post_init__(self) -> None:
@@ -91,7 +91,8 @@ class BenchConfig:
             whole("shots", self.n_shots, 0)
         whole("splits", self.n_splits, 1)
         whole("bootstrap", self.n_boot, 0)
-        whole("batch_tokens", self.batch_tokens, 1)
+        if self.batch_tokens is not None:
+            whole("batch_tokens", self.batch_tokens, 1)
         if self.chat is not None and not isinstance(self.chat, bool):
             raise SurefastError(f"chat: expected true or false (or nothing: the tokenizer decides), got {self.chat!r}")
         if not isinstance(self.skip_malformed, bool):

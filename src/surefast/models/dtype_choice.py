@@ -49,8 +49,8 @@ _log = logging.getLogger(__name__)
 Work = Literal["scoring", "decoding"]
 ENV = "SUREFAST_DTYPE_AUTO"
 # The rows of one forward's matmuls: decoding runs 1-token steps and 16-token tree verifications;
-# scoring runs batches of item tokens (ScoringConfig.batch_tokens caps them at 4096; 256 rows are
-# already compute-bound, which is what decides bf16 against fp32, and keep the measurement short).
+# scoring runs batches of item tokens (ScoringConfig.batch_tokens: 512 on the CPU by default; 256
+# rows are already compute-bound, which is what decides bf16 against fp32, and keep it short).
 WORK_TOKENS: dict[str, tuple[int, ...]] = {"decoding": (1, 16), "scoring": (256,)}
 DEFAULT_HIDDEN = 1536  # Qwen2.5-1.5B, the demo's target
 MAX_HIDDEN = 2048  # wider models are measured at this width (module docstring)

@@ -4,10 +4,11 @@
 2. The disk cache (if a CacheKey is given) answers every item it already holds; if it holds all
    of them, the model is not touched.
 3. The prefix (chat head, instruction, demos: most of the tokens) is tokenized and run once; its
-   K/V is reused read-only by every batch (:mod:`surefast.scoring.prefix`).
+   K/V is reused read-only by every batch (:mod:`surefast.scoring.prefix`), read once per layer
+   for the whole batch where the model allows it (:mod:`surefast.scoring.prefix_attention`).
 4. Items are tokenized apart, shortened if over-long, sorted by length and batched under a
-   token budget; rests are right-padded, with an explicit attention mask (prefix + real tokens)
-   and position ids ``P + arange``; with causal attention no real token sees a pad anyway.
+   token budget; rests are right-padded, with position ids ``P + arange`` (and on the plain path
+   an explicit attention mask, prefix + real tokens); with causal attention no real token sees a pad.
 5. The decoder body's final hidden state at each row's last real token ``[B, H]`` meets only the
    six letter rows of the output head (:class:`surefast.scoring.arch.LetterHead`).
 6. Each finished batch is written as a shard before the next starts.
@@ -41,7 +42,9 @@ from surefast.scoring.batching import (
 )
 from surefast.scoring.cache import Cached, ScoreStore, sha_of
 from surefast.scoring.letters import LetterTokens, letter_tokens, tokenizer_name, variant_for_all
-from surefast.scoring.prefix import PrefixState
+from surefast.scoring.prefix import PrefixState, cache_kwarg
+from surefast.scoring.prefix_attention import active as split_attention
+from surefast.scoring.prefix_attention import unsupported_reason as split_attention_reason
 from surefast.scoring.types import CacheKey, PromptLike, ScoreResult, ScoringConfig
 
 ProgressFn = Callable[[int, int], None]
@@ -104,6 +107,10 @@ class _Runner:
                     stacklevel=4,
                 )
         self.tokens = len(prefix_ids) if self.prefix is not None else 0
+        # the prefix read once per layer and batch (prefix_attention.py) where the model allows it
+        self.split_reason = split_attention_reason(self.body, self.device) if self.prefix is not None else None
+        self.prefix_kv = self.prefix.kv() if self.prefix is not None and self.split_reason is None else None
+        self.cache_kwarg = cache_kwarg(self.body)
 
     def row_ids(self, enc: Encoded) -> list[int]:
         return enc.rest_ids if self.prefix is not None else self.prefix_ids + enc.rest_ids
@@ -116,23 +123,31 @@ class _Runner:
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         for i, row in enumerate(rows):
             ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        real = torch.arange(width)[None, :] < lengths[:, None]  # [B, Q] True for real tokens
         offset = self.prefix.length if self.prefix is not None else 0
-        mask = torch.cat([torch.ones(len(rows), offset, dtype=torch.long), real.long()], dim=1)  # [B, P + Q]
         positions = (offset + torch.arange(width))[None, :].expand(len(rows), -1)  # [B, Q]
-        cache = self.prefix.batch_cache(len(rows)) if self.prefix is not None else None
-        out = self.body(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=positions.to(self.device),
-            past_key_values=cache,
-            use_cache=cache is not None,
-        )
-        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]  # [B, Q, H]
+        hidden = self._forward(ids.to(self.device), lengths, positions.to(self.device), offset)  # [B, Q, H]
         last = (lengths - 1).to(hidden.device)
         answer = hidden[torch.arange(len(rows), device=hidden.device), last]  # [B, H]
         self.tokens += int(lengths.sum())
         return self.head(answer)
+
+    def _forward(self, ids: torch.Tensor, lengths: torch.Tensor, positions: torch.Tensor, offset: int) -> torch.Tensor:
+        """The body's last hidden states ``[B, Q, H]`` of right-padded rows ``ids [B, Q]``."""
+        if self.prefix_kv is not None:  # causal attention: no real token sees a pad, no mask needed
+            with split_attention(self.body):
+                out = self.body(input_ids=ids, position_ids=positions, use_cache=False, shared_prefix=self.prefix_kv)
+        else:
+            real = torch.arange(ids.shape[1])[None, :] < lengths[:, None]  # [B, Q] True for real tokens
+            mask = torch.cat([torch.ones(len(ids), offset, dtype=torch.long), real.long()], dim=1)  # [B, P + Q]
+            cache = self.prefix.batch_cache(len(ids)) if self.prefix is not None else None
+            out = self.body(
+                input_ids=ids,
+                attention_mask=mask.to(ids.device),
+                position_ids=positions,
+                use_cache=cache is not None,
+                **{self.cache_kwarg: cache},
+            )
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
 def _encode_all(
@@ -297,7 +312,7 @@ def _score_batches(
     runner = _Runner(model, prefix_ids, letters, config.use_prefix_cache)
     runner.pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
     lengths = [len(runner.row_ids(enc)) for enc in encoded]
-    for batch in plan_batches(lengths, config.batch_tokens, config.max_batch_size):
+    for batch in plan_batches(lengths, config.tokens_per_batch(runner.device), config.max_batch_size):
         logits = runner([encoded[j] for j in batch]).cpu().numpy()  # [b, 6]
         uids = [encoded[j].uid for j in batch]
         batch_labels = np.array([labels[j] for j in batch], dtype=np.int64)

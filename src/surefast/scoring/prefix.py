@@ -22,10 +22,13 @@ full prefix + item forwards for that model.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+
+from surefast.scoring.prefix_attention import PrefixKV
 
 
 class SharedPrefixLayer(DynamicLayer):
@@ -72,6 +75,12 @@ class SharedPrefixCache(DynamicCache):
         Cache.__init__(self, layers=layers)
 
 
+def cache_kwarg(body: Any) -> str:
+    """The decoder body's cache keyword: ``cache`` from transformers 5.24 (``past_key_values`` warns there)."""
+    # the class's forward: an instance's may be wrapped (hooks, tests) behind ``*args, **kwargs``
+    return "cache" if "cache" in inspect.signature(type(body).forward).parameters else "past_key_values"
+
+
 def unsupported_reason(cache: Cache) -> str | None:
     """Why the prefix cache of this model cannot be shared across a batch (None: it can)."""
     layer: Any
@@ -98,8 +107,8 @@ class PrefixState:
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             position_ids=torch.arange(self.length, device=device)[None],
-            past_key_values=cache,
             use_cache=True,
+            **{cache_kwarg(body): cache},
         )
         self.cache = cache
         self.reason = unsupported_reason(cache)
@@ -107,6 +116,11 @@ class PrefixState:
     @property
     def supported(self) -> bool:
         return self.reason is None
+
+    def kv(self) -> PrefixKV:
+        """The prefix K/V of every layer, ``[1, kv_heads, P, head_dim]`` each (full-attention layers only)."""
+        layers: list[Any] = list(self.cache.layers)
+        return PrefixKV(keys=[layer.keys for layer in layers], values=[layer.values for layer in layers])
 
     def batch_cache(self, batch: int) -> SharedPrefixCache:
         """A fresh cache for ``batch`` rows that continues after the prefix; the stored one stays untouched."""
