@@ -171,3 +171,28 @@ def test_a_baseline_near_chance_gets_a_caution():
     assert any(t.startswith("Caution: uncompressed m answers 2") and "close to chance (16.7%" in t for t in weak), weak
     strong = _findings(rows_for("m", "", "mmlu", 0.60, 2.0) + rows_for("m", "gptq", "mmlu", 0.59, 2.1, seed=1))
     assert not any(t.startswith("Caution") for t in strong)
+
+
+def test_chance_follows_the_tasks_option_count():
+    """An imported 4-option task's chance is 25%, not 1/6: 0.40 is near chance there, far above it at 6."""
+
+    def with_hist(rows, k):
+        extra = [
+            {**r, "metric": f"set_size_hist_{s}", "value": 1.0 / (k + 1)}
+            for r in rows
+            if r["metric"] == "coverage"
+            for s in range(k + 1)
+        ]
+        return rows + extra
+
+    four = with_hist(rows_for("m", "", "arc", 0.40, 2.0), 4) + with_hist(
+        rows_for("m", "gptq", "arc", 0.39, 2.1, seed=1), 4
+    )
+    assert any("close to chance (25.0% with 4 options)" in t for t in _findings(four)), _findings(four)
+    six = with_hist(rows_for("m", "", "mmlu", 0.40, 2.0), 6) + with_hist(
+        rows_for("m", "gptq", "mmlu", 0.39, 2.1, seed=1), 6
+    )
+    assert not any(t.startswith("Caution") for t in _findings(six))
+    mixed = four + with_hist(rows_for("m", "", "mmlu", 0.30, 2.0, seed=2), 6)
+    mixed += with_hist(rows_for("m", "gptq", "mmlu", 0.29, 2.1, seed=3), 6)
+    assert any("20.8%, the mean over its tasks of 4 to 6 options" in t for t in _findings(mixed)), _findings(mixed)

@@ -29,12 +29,12 @@ class PromptLike(Protocol):
     def render(self, item: MCItem, context: str | None = None) -> str: ...
 
 
-# the hint of every ScoringConfig refusal
 # Tokens per forward when none is asked for. On the CPU a forward's activations should stay in the
 # last-level cache: on a 2-core AMD EPYC (AVX2, 32 MB L3, fp32) 512 tokens scored Qwen2.5-0.5B's
-# MMLU items 1.9x and SmolLM2-135M's 1.6x faster than 4096 (docs/scoring.md, "Batch size").
+# MMLU items 1.9x and SmolLM2-135M's 1.8x faster than 4096 (docs/scoring.md, "Batch size").
 CPU_BATCH_TOKENS = 512
 DEVICE_BATCH_TOKENS = 4096  # accelerators: large batches keep their matrix units busy
+# the hint of every ScoringConfig refusal
 _BOUNDS = (
     f"batch_tokens >= 1 or None (default: {CPU_BATCH_TOKENS} on the CPU, {DEVICE_BATCH_TOKENS} elsewhere), "
     "max_batch_size >= 1 (default 64), max_length >= 2 or None"
@@ -47,11 +47,11 @@ class ScoringConfig:
 
     ``batch_tokens``: padded new tokens per forward (rows x longest row; the shared prefix is
     not counted, it is computed once); ``None``: :data:`CPU_BATCH_TOKENS` on the CPU,
-    :data:`DEVICE_BATCH_TOKENS` on an accelerator (:meth:`tokens_per_batch`). ``max_batch_size`` caps rows (on the plain path, where
-    the split prefix attention does not apply, each row holds its own copy of the prefix K/V
-    during one layer's attention). ``max_length``: longest
-    prompt the model may see; ``None`` means the model's ``max_position_embeddings`` (4096 if
-    the config has none). Over-long items get their own context shortened, never the prefix.
+    :data:`DEVICE_BATCH_TOKENS` on an accelerator (:meth:`tokens_per_batch`).
+    ``max_batch_size`` caps rows (on the plain path, where the split prefix attention does not
+    apply, each row holds its own copy of the prefix K/V during one layer's attention).
+    ``max_length``: longest prompt the model may see; ``None`` means the model's
+    ``max_position_embeddings`` (4096 if the config has none). Over-long items get their own context shortened, never the prefix.
     ``use_prefix_cache=False`` runs prefix + item in one forward per row (same six-row head).
     ``boundary`` says how item ids are made: ``"check"`` tokenizes each item apart and verifies
     on a sample that ``prefix_ids + rest_ids`` equals the whole prompt's ids, falling back to

@@ -34,18 +34,26 @@ class Cell(dict[str, np.ndarray]):
     * ``boot``: metric -> per-replicate values ``[B]`` of the item bootstrap (empty for results
       stored before the bootstrap existed, or run with ``n_boot = 0``);
     * ``protocol``: what pairs this cell with another ("" when unknown: rows stored before
-      schema version 2; :data:`MIXED` when its rows disagree).
+      schema version 2; :data:`MIXED` when its rows disagree);
+    * ``n_options``: the options of the cell's task, read off its set-size histogram rows (None:
+      none stored; the task average has none of its own).
     """
 
     def __init__(
-        self, splits: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarray] | None = None, protocol: str = ""
+        self,
+        splits: Mapping[str, np.ndarray],
+        boot: Mapping[str, np.ndarray] | None = None,
+        protocol: str = "",
+        n_options: int | None = None,
     ) -> None:
         super().__init__(splits)
         self.boot: dict[str, np.ndarray] = dict(boot or {})
         self.protocol = protocol
+        self.n_options = n_options
 
 
 Cells = dict[CellKey, Cell]
+HIST = "set_size_hist_"  # set_size_hist_0 .. set_size_hist_K: one per possible set size
 
 
 def _vectors(by_index: dict[int, list[float]]) -> np.ndarray:
@@ -66,7 +74,12 @@ def cells_from_rows(
     # Per (strategy, score_fn) of a cell: the protocols its rows carry. Strategies may differ (a
     # longer prompt can leave out an over-long item); one unit's rows must not.
     protocols: dict[CellKey, dict[tuple[str, str], set[str]]] = defaultdict(lambda: defaultdict(set))
+    options: dict[CellKey, int] = {}  # the largest set size a histogram row names: the task's K
     for row in rows:
+        size = str(row["metric"]).removeprefix(HIST)
+        if size != row["metric"] and size.isdigit():
+            key = CellKey(row["model"], row.get("compression") or "", row["task"])
+            options[key] = max(options.get(key, 0), int(size))
         if row["metric"] not in metrics or abs(float(row["alpha"]) - alpha) > 1e-12:
             continue
         key = CellKey(row["model"], row.get("compression") or "", row["task"])
@@ -79,7 +92,7 @@ def cells_from_rows(
         (boot if kind == "bootstrap" else splits)[key][metric] = _vectors(by_index)
     cells: Cells = {}
     for key, values in splits.items():
-        cells[key] = Cell(values, boot.get(key), _protocol_of(protocols[key]))
+        cells[key] = Cell(values, boot.get(key), _protocol_of(protocols[key]), options.get(key))
     per_group: dict[tuple[str, str], list[CellKey]] = defaultdict(list)
     for key in list(cells):
         per_group[(key.model, key.compression)].append(key)

@@ -17,8 +17,7 @@ from surefast.bench.analysis.cells import ALL_TASKS, Cells
 from surefast.bench.analysis.scale import ScaleRow
 from surefast.bench.power import mde_of
 
-N_OPTIONS = 6  # every task is six-option multiple choice
-CHANCE = 1 / N_OPTIONS
+N_OPTIONS = 6  # surefast's tasks: A-D, "I don't know", "None of the above"; imported ones have their own
 NEAR_CHANCE = 2.0  # a baseline below twice chance gets a caution
 MIN_SIZE_CHANGE = 0.1  # options; the set-size change that counts (as in the decoupling analysis)
 
@@ -108,16 +107,29 @@ def coverage(cells: Cells, alpha: float) -> list[str]:
     ]
 
 
+def chance(cells: Cells, key: CellKey) -> tuple[float, str]:
+    """Chance accuracy of ``key``'s cell and how it reads: ``1/K``; for a task average, the mean of
+    ``1/K`` over that model's tasks (they may differ: imported lm-eval tasks have their own K)."""
+    same = [k for k in cells if k[:2] == key[:2] and k.task != ALL_TASKS] if key.task == ALL_TASKS else [key]
+    ks = [cells[k].n_options or N_OPTIONS for k in same] or [N_OPTIONS]  # rows without a histogram: six
+    counts = sorted(set(ks))
+    value = float(np.mean([1.0 / k for k in ks]))
+    if len(counts) == 1:
+        return value, f"{100 * value:.1f}% with {counts[0]} options"
+    return value, f"{100 * value:.1f}%, the mean over its tasks of {counts[0]} to {counts[-1]} options"
+
+
 def near_chance(cells: Cells) -> list[str]:
     """A caution for each uncompressed model whose task-average accuracy is below twice chance."""
     out = []
     for key, metrics in sorted(cells.items()):
         if key.compression == "" and key.task == ALL_TASKS and "accuracy" in metrics:
             base_acc = float(metrics["accuracy"].mean())
-            if base_acc < NEAR_CHANCE * CHANCE:
+            level, reads = chance(cells, key)
+            if base_acc < NEAR_CHANCE * level:
                 out.append(
                     f"Caution: uncompressed {key.model} answers {100 * base_acc:.1f}% correctly, close to chance "
-                    f"({100 * CHANCE:.1f}% with {N_OPTIONS} options). With little knowledge to lose, its cells "
+                    f"({reads}). With little knowledge to lose, its cells "
                     "can confirm coverage but not the size of compression effects on accuracy or set size."
                 )
     return out
