@@ -23,6 +23,7 @@ architecture (:data:`surefast.models.tiny.TINY_ARCHITECTURES`, the VLMs included
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,3 +170,11 @@ def get(module: Any, path: str) -> Any:
         if module is None:
             return None
     return module
+
+
+def cache_kwarg(module: Any) -> str:
+    """The forward's cache keyword: ``cache`` from transformers 5.24 (``past_key_values`` warns there).
+
+    Read off the class's forward: an instance's may be wrapped (hooks, tests) behind ``*args, **kwargs``.
+    """
+    return "cache" if "cache" in inspect.signature(type(module).forward).parameters else "past_key_values"

@@ -27,7 +27,7 @@ import torch
 
 from surefast.data.items import MCItem
 from surefast.errors import SurefastError
-from surefast.models.arch import decoder_body, model_max_length
+from surefast.models.arch import cache_kwarg, decoder_body, model_max_length
 from surefast.scoring.arch import LetterHead
 from surefast.scoring.batching import (
     Encoded,
@@ -42,7 +42,7 @@ from surefast.scoring.batching import (
 )
 from surefast.scoring.cache import Cached, ScoreStore, sha_of
 from surefast.scoring.letters import LetterTokens, letter_tokens, tokenizer_name, variant_for_all
-from surefast.scoring.prefix import PrefixState, cache_kwarg
+from surefast.scoring.prefix import PrefixState
 from surefast.scoring.prefix_attention import active as split_attention
 from surefast.scoring.prefix_attention import unsupported_reason as split_attention_reason
 from surefast.scoring.types import CacheKey, PromptLike, ScoreResult, ScoringConfig
@@ -108,8 +108,8 @@ class _Runner:
                 )
         self.tokens = len(prefix_ids) if self.prefix is not None else 0
         # the prefix read once per layer and batch (prefix_attention.py) where the model allows it
-        self.split_reason = split_attention_reason(self.body, self.device) if self.prefix is not None else None
-        self.prefix_kv = self.prefix.kv() if self.prefix is not None and self.split_reason is None else None
+        split = self.prefix is not None and split_attention_reason(self.body, self.device) is None
+        self.prefix_kv = self.prefix.kv() if self.prefix is not None and split else None
         self.cache_kwarg = cache_kwarg(self.body)
 
     def row_ids(self, enc: Encoded) -> list[int]:

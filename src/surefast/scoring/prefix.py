@@ -22,12 +22,12 @@ full prefix + item forwards for that model.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
+from surefast.models.arch import cache_kwarg
 from surefast.scoring.prefix_attention import PrefixKV
 
 
@@ -73,12 +73,6 @@ class SharedPrefixCache(DynamicCache):
 
     def __init__(self, layers: list[Any]) -> None:
         Cache.__init__(self, layers=layers)
-
-
-def cache_kwarg(body: Any) -> str:
-    """The decoder body's cache keyword: ``cache`` from transformers 5.24 (``past_key_values`` warns there)."""
-    # the class's forward: an instance's may be wrapped (hooks, tests) behind ``*args, **kwargs``
-    return "cache" if "cache" in inspect.signature(type(body).forward).parameters else "past_key_values"
 
 
 def unsupported_reason(cache: Cache) -> str | None:

@@ -18,13 +18,12 @@ window condition ``q_pos - k_pos < window`` (transformers' ``sliding_window_over
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from surefast.errors import SurefastError
-from surefast.models.arch import output_head, text_config
+from surefast.models.arch import cache_kwarg, output_head, text_config
 from surefast.speculate.cache import KVCache
 
 _ATTENTION_TYPES = {"full_attention", "sliding_attention"}
@@ -89,8 +88,7 @@ class HFCausalLM:
         eos = getattr(gen, "eos_token_id", None) if gen is not None else None
         eos = getattr(config, "eos_token_id", None) if eos is None else eos
         self.eos_token_ids: tuple[int, ...] = () if eos is None else ((eos,) if isinstance(eos, int) else tuple(eos))
-        # transformers >= 5.24 names the cache argument ``cache`` (``past_key_values`` warns on every call)
-        self.cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.cache_kwarg = cache_kwarg(model)
 
     @property
     def device(self) -> torch.device:

@@ -76,13 +76,12 @@ def cells_from_rows(
     protocols: dict[CellKey, dict[tuple[str, str], set[str]]] = defaultdict(lambda: defaultdict(set))
     options: dict[CellKey, int] = {}  # the largest set size a histogram row names: the task's K
     for row in rows:
+        key = CellKey(row["model"], row.get("compression") or "", row["task"])
         size = str(row["metric"]).removeprefix(HIST)
         if size != row["metric"] and size.isdigit():
-            key = CellKey(row["model"], row.get("compression") or "", row["task"])
             options[key] = max(options.get(key, 0), int(size))
         if row["metric"] not in metrics or abs(float(row["alpha"]) - alpha) > 1e-12:
             continue
-        key = CellKey(row["model"], row.get("compression") or "", row["task"])
         kind = row.get("resampling") or "splits"
         acc[(key, kind, row["metric"])][int(row["split"])].append(float(row["value"]))
         protocols[key][(str(row.get("strategy")), str(row.get("score_fn")))].add(row.get("protocol") or "")
