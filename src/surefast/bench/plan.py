@@ -19,11 +19,18 @@ Example (``examples/demo_study.yaml`` is the one ``make demo`` runs)::
     bootstrap: 200                # item-bootstrap replicates behind the intervals; 0: none
     calibration: {n_samples: 32, seq_len: 256}
     deployment: true              # pack each quantized model after scoring: weight bytes, decode tok/s
+    store: ../studies/my-study/results   # results store (default $SUREFAST_HOME/results; --store wins)
+    scores: ../studies/my-study/scores   # score cache (default $SUREFAST_HOME/scores)
+    acceptance: {draft: qwen2.5-coder-0.5b-instruct}   # SAGE acceptance per job (surefast.bench.acceptance)
     # also: seed, shots, chat, data, dtype (auto, bf16, fp16, fp32), batch_tokens, skip_malformed
 
 ``dtype: auto`` (the default) scores in the faster of bf16 and fp32 on the machine that runs the
 job, measured once per machine (:mod:`surefast.models.dtype_choice`); the run records the dtype
 each model got and keeps it when the study is resumed.
+
+``store`` and ``scores`` are folders relative to the plan file: a study kept inside a
+repository (``studies/<name>/``) resumes on any clone where the last machine stopped. They
+are not part of the run id (the same plan in another place continues the same run).
 
 Sweep labels end in their level (``wanda-30``), which is how reports find sweeps. The run id is
 derived from the plan's content, so running the same plan again continues the same run and
@@ -41,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from surefast.bench.acceptance import AcceptanceConfig, acceptance_config
 from surefast.bench.runner import STRATEGIES, BenchConfig
 from surefast.data.items import TASKS
 from surefast.errors import SurefastError
@@ -80,6 +88,9 @@ class StudyPlan:
     dtype: str = "auto"  # auto: the faster of bf16 and fp32 for scoring here (surefast.models.dtype_choice)
     source: str = ""  # the file it came from, for messages
     deployment: bool = True  # measure each job's weight bytes and decode speed (packed where it packs)
+    store: str | None = None  # results store folder (absolute; None: $SUREFAST_HOME/results)
+    scores: str | None = None  # score cache folder (absolute; None: $SUREFAST_HOME/scores)
+    acceptance: AcceptanceConfig | None = None  # SAGE acceptance of each job's model with a dense draft
 
     @property
     def run_id(self) -> str:
@@ -124,6 +135,9 @@ KNOWN_KEYS = (
     "deployment",
     "batch_tokens",
     "skip_malformed",
+    "store",
+    "scores",
+    "acceptance",
 )
 
 
@@ -357,8 +371,31 @@ def plan_from_dict(data: dict[str, Any], source: str = "") -> StudyPlan:
             parse_spec(model)
         except SurefastError as exc:
             raise SurefastError(f"{_where(source, f'models[{i}]')}: {exc.message}", exc.hint) from None
+    store, scores = (_folder(data.get(key), key, source) for key in ("store", "scores"))
+    acceptance = acceptance_config(data.get("acceptance"), _where(source, "acceptance"))
+    if acceptance is not None:
+        try:
+            parse_spec(acceptance.draft)
+        except SurefastError as exc:
+            raise SurefastError(f"{_where(source, 'acceptance')}: draft: {exc.message}", exc.hint) from None
     name = str(name or (Path(source).stem if source else "study"))
-    return StudyPlan(name, tuple(models), tuple(comps), bench, calibration, dtype, source, deployment)
+    return StudyPlan(
+        name, tuple(models), tuple(comps), bench, calibration, dtype, source, deployment, store, scores, acceptance
+    )
+
+
+def _folder(value: Any, key: str, source: str) -> str | None:
+    """A folder key, relative to the plan file's folder (to the working directory without a file)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SurefastError(f"{_where(source, key)}: expected a folder path, got {value!r}")
+    path = Path(value).expanduser()
+    if not path.is_absolute() and source:
+        path = Path(source).resolve().parent / path
+    if path.exists() and not path.is_dir():
+        raise SurefastError(f"{_where(source, key)}: not a folder: {path}")
+    return str(path.resolve())
 
 
 def load_plan(path: Path | str, overrides: dict[str, Any] | None = None) -> StudyPlan:

@@ -162,6 +162,7 @@ def run_unit(
     config: BenchConfig,
     compression_fp: str,
     progress: UnitProgress | None = None,
+    scores_dir: str | None = None,
 ) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
     """Score one (task, strategy): (ScoreResult, tidy conformal rows, item rows), both without
     model columns; the item rows are the store's per-item table (:data:`~surefast.bench.store.ITEM_SCHEMA`)."""
@@ -182,7 +183,7 @@ def run_unit(
         loaded.tokenizer,
         prompt,
         task_data.items,
-        config=ScoringConfig(batch_tokens=config.batch_tokens),
+        config=ScoringConfig(batch_tokens=config.batch_tokens, cache_dir=scores_dir),
         cache_key=key,
         progress=(lambda done, total: progress(label, done, total)) if progress else None,
     )
@@ -241,8 +242,10 @@ def run_bench(
     compression: str = "",
     compression_fp: str = "none",
     progress: UnitProgress | None = None,
+    scores_dir: str | None = None,
 ) -> list[UnitResult]:
-    """Run every (task, strategy) unit not yet stored in ``run``; return one result per unit."""
+    """Run every (task, strategy) unit not yet stored in ``run``; return one result per unit.
+    ``scores_dir``: the score cache's root (None: ``$SUREFAST_HOME/scores``)."""
     from dataclasses import replace
 
     from surefast.data import load_task
@@ -264,7 +267,9 @@ def run_bench(
             start = time.perf_counter()
             too_long: tuple[str, ...] = ()
             try:
-                scored, rows, item_rows = run_unit(loaded, task_data, task, strategy, config, compression_fp, progress)
+                scored, rows, item_rows = run_unit(
+                    loaded, task_data, task, strategy, config, compression_fp, progress, scores_dir
+                )
             except ItemsTooLong as exc:
                 # Left out, not cut: these do not fit even with their own context removed. Which
                 # ones depends only on the items, the tokenizer, the prompt and the model's
@@ -278,7 +283,9 @@ def run_bench(
                 left_out = set(too_long)
                 items = [item for item in task_data.items if item.uid not in left_out]
                 kept = replace(task_data, items=items, fingerprint=fingerprint(task, items, task_data.demos))
-                scored, rows, item_rows = run_unit(loaded, kept, task, strategy, config, compression_fp, progress)
+                scored, rows, item_rows = run_unit(
+                    loaded, kept, task, strategy, config, compression_fp, progress, scores_dir
+                )
                 with run.editing_meta() as meta:
                     meta.setdefault("too_long", {})[part] = sorted(too_long)
             common = {

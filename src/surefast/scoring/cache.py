@@ -1,6 +1,6 @@
 """On-disk score cache: finished batches as small atomic shards, so re-runs are free and kills cheap.
 
-Layout: ``$SUREFAST_HOME/scores/<task>-<strategy>-<hash>/`` with ``manifest.json`` (the key's
+Layout: ``$SUREFAST_HOME/scores/<task>-<strategy>-<hash>/`` (or under another root: a study's own) with ``manifest.json`` (the key's
 fields, versions) and ``shard-*.npz`` files, each holding one finished batch: ``uids`` [b] str,
 ``logits`` [b, 6] float32, ``labels`` [b] int64, ``shortened`` [b] bool, and ``sha`` [] str, the
 sha256 of the other four arrays (:func:`shard_sha`). A shard is written to a temporary name and
@@ -89,10 +89,14 @@ class Cached:
 class ScoreStore:
     """The shard folder of one (CacheKey, prompt fingerprint)."""
 
-    def __init__(self, key: CacheKey, prompt_fp: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, key: CacheKey, prompt_fp: str, details: dict[str, Any] | None = None, root: str | Path | None = None
+    ) -> None:
         self.key = key
         self.prompt_fp = prompt_fp
-        self.folder = scores_dir() / f"{_slug(key.task)}-{_slug(key.strategy)}-{key_hash(key, prompt_fp)}"
+        self.folder = (
+            Path(root) if root is not None else scores_dir()
+        ) / f"{_slug(key.task)}-{_slug(key.strategy)}-{key_hash(key, prompt_fp)}"
         self.details = details or {}
         self._counter = 0
 
@@ -166,3 +170,54 @@ class ScoreStore:
             self._write_manifest()
             atomic_write_bytes(path, buf.getvalue(), fsync=True)
         return path
+
+
+MERGED = "shard-00000000000000000000-merged"  # sorts before every timestamped shard
+
+
+def compact(folder: Path) -> int:
+    """Merge a score folder's shards into one (a study keeps its cache in git: one file per unit,
+    not one per batch); returns how many shards were merged (0: nothing to do).
+
+    The merged shard is written (atomically, with its checksum) before the shards it holds are
+    deleted, so a kill at any moment loses nothing: at worst an item is stored twice, and
+    :meth:`ScoreStore.load` keeps the first copy it meets (the merged one sorts first). Only the
+    shards listed at the start are merged and deleted: one a writer adds meanwhile stays. A
+    reader that listed a shard just before its deletion skips it with a warning and scores
+    its items again. Unreadable or mismatching shards are left as they are."""
+    shards = sorted(folder.glob("shard-*.npz"))
+    if len(shards) < 2:
+        return 0
+    parts: list[dict[str, np.ndarray]] = []
+    merged: list[Path] = []
+    for shard in shards:
+        try:
+            with np.load(shard, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in _SHARD_ARRAYS}
+                sha = str(data["sha"]) if "sha" in data.files else None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            continue
+        if sha is not None and sha != shard_sha(arrays):
+            continue
+        parts.append(arrays)
+        merged.append(shard)
+    if len(merged) < 2:
+        return 0
+    seen: set[str] = set()
+    keep: list[tuple[int, int]] = []  # (part, row) of each uid's first copy, in load order
+    for p, arrays in enumerate(parts):
+        for i, uid in enumerate(arrays["uids"].tolist()):
+            if uid not in seen:
+                seen.add(uid)
+                keep.append((p, i))
+    together = {name: np.stack([parts[p][name][i] for p, i in keep]) for name in _SHARD_ARRAYS}
+    together["uids"] = together["uids"].astype(str)
+    buf = io.BytesIO()
+    np.savez(buf, **together, sha=np.array(shard_sha(together)))
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()[:12]
+    with write_errors(folder):
+        atomic_write_bytes(folder / f"{MERGED}-{digest}.npz", buf.getvalue(), fsync=True)
+        for shard in merged:
+            if shard.name != f"{MERGED}-{digest}.npz":
+                shard.unlink(missing_ok=True)
+    return len(merged)

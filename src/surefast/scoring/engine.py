@@ -191,7 +191,7 @@ def score_items(
 
     ``model`` is a transformers causal LM (or a VLM, whose language model is used) in eval mode,
     in whatever dtype and device it was given. With ``cache_key``, finished batches are stored
-    under ``$SUREFAST_HOME/scores/`` and a re-run computes only what is missing.
+    under ``config.cache_dir`` (default ``$SUREFAST_HOME/scores/``) and a re-run computes only what is missing.
     """
     start = time.perf_counter()
     items = list(items)
@@ -201,7 +201,7 @@ def score_items(
         return ScoreResult((), np.zeros((0, 6), np.float32), np.zeros(0, np.int64), 0, 0, 0.0, 0, np.zeros(0, bool))
     texts = [prompt.render(item) for item in items]
     letters = letter_tokens(tokenizer, variant_for_all(texts))
-    store, done = _cache_lookup(tokenizer, prompt, items, letters, max_length, cache_key)
+    store, done = _cache_lookup(tokenizer, prompt, items, letters, max_length, cache_key, config.cache_dir)
     n_cached = len(done)
     if progress is not None:
         progress(n_cached, len(items))
@@ -236,6 +236,7 @@ def _cache_lookup(
     letters: LetterTokens,
     max_length: int,
     cache_key: CacheKey | None,
+    cache_dir: str | None = None,
 ) -> tuple[ScoreStore | None, dict[str, Cached]]:
     """The score store for ``cache_key`` (None without one) and the logits it holds for ``items``."""
     if cache_key is None:
@@ -248,7 +249,7 @@ def _cache_lookup(
         "tokenizer": tokenizer_name(tokenizer),
         "n_items": len(items),
     }
-    store = ScoreStore(cache_key, fp, details)
+    store = ScoreStore(cache_key, fp, details, root=cache_dir)
     wanted = {item.uid for item in items}
     done = {uid: c for uid, c in store.load().items() if uid in wanted}
     changed = [item.uid for item in items if item.uid in done and done[item.uid].label != item.label]

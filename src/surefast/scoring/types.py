@@ -58,6 +58,8 @@ class ScoringConfig:
     ``"full"`` (with a warning) where it does not; ``"full"`` tokenizes every whole prompt and
     caches the token prefix all items share (exact for any tokenizer, ~2 ms/item more);
     ``"trust"`` skips the check.
+    ``cache_dir``: the score cache's root (None: ``$SUREFAST_HOME/scores``); a study keeps its
+    own inside the repository (a plan's ``scores:`` key) so that another machine resumes it from git.
     """
 
     batch_tokens: int | None = None
@@ -65,6 +67,7 @@ class ScoringConfig:
     max_length: int | None = None
     use_prefix_cache: bool = True
     boundary: str = "check"
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         # SurefastError, not ValueError: `bench run --batch-tokens` and a plan's batch_tokens end

@@ -45,13 +45,16 @@ def resident_bytes(model: nn.Module) -> int:
 @torch.no_grad()
 def decode_ms(model: nn.Module, prompt: torch.Tensor, tokens: int, warmup: int) -> list[float]:
     """Per-token milliseconds of ``tokens`` greedy one-token forwards ``[1, 1]`` with a KV cache, after ``warmup``."""
+    from surefast.models.arch import cache_kwarg
+
     hf: Any = model
+    keyword = cache_kwarg(hf)  # "cache" where transformers has it: no deprecation warning per token
     out = hf(prompt, use_cache=True)
     past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)  # nxt [1, 1]
     times = []
     for i in range(warmup + tokens):
         start = time.perf_counter()
-        out = hf(nxt, past_key_values=past, use_cache=True)
+        out = hf(nxt, **{keyword: past}, use_cache=True)
         elapsed = time.perf_counter() - start
         past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
         if i >= warmup:
