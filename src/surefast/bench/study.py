@@ -17,9 +17,11 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from surefast.atomic import remove_stale_tmp
+from surefast.bench.acceptance import AcceptanceConfig
 from surefast.bench.plan import CompressionSpec, StudyPlan
 from surefast.bench.runner import UnitProgress, part_name, run_bench
 from surefast.bench.store import Run, Store
@@ -39,12 +41,21 @@ class JobOutcome:
     compression_seconds: float = 0.0
     params: int = 0
     worker: str = ""  # host:pid that ran the job (a Ray worker, or this process)
+    started: str = ""  # local time the job started, ISO 8601
+    threads: int = 0  # torch's intra-op threads
+    cpu: str = ""  # the CPU model and torch's capability (surefast.machine.cpu_facts)
+    other_cores: float | None = None  # CPU other processes used meanwhile, in cores (surefast.machine.OtherLoad)
 
 
 def job_done(run: Run, plan: StudyPlan, model: str, comp: CompressionSpec) -> bool:
-    return all(
+    """Every unit stored, and the SAGE acceptance recorded when the plan asks for it (added to a
+    finished plan, it makes each job load and compress its model once more, scoring nothing)."""
+    parts = all(
         run.has_part(part_name(model, comp.label, t, s)) for t in plan.bench.tasks for s in plan.bench.strategies
     )
+    if not parts or plan.acceptance is None:
+        return parts
+    return f"{model}|{comp.label}" in run.read_meta().get("acceptance", {})
 
 
 def open_run(store: Store, plan: StudyPlan, command: str) -> Run:
@@ -88,13 +99,14 @@ def run_job(
 ) -> JobOutcome:
     """Compress ``model`` with ``comp`` and score every unit not yet stored. Pure function of its
     arguments (takes the store by path) so a Ray worker can run it as is."""
+    from surefast.machine import OtherLoad, cpu_facts
     from surefast.models import load_model
     from surefast.models.load import dtype_name
 
     run = Run(Store(store_root).root, plan.run_id)
     if job_done(run, plan, model, comp):
         return JobOutcome(model, comp.label, True, 0.0)
-    start = time.perf_counter()
+    start, started, others = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S%z"), OtherLoad()
     if status:
         status(f"{model}: loading")
     # dtype auto: the dtype this run first chose for the model, so a resumed run (or another
@@ -133,13 +145,34 @@ def run_job(
         compression="" if comp.is_dense else comp.label,
         compression_fp=comp_fp,
         progress=progress,
+        scores_dir=plan.scores,
     )
+    if plan.acceptance is not None:  # before deployment: packing changes the model
+        _acceptance(run, loaded, f"{model}|{comp.label}", plan.acceptance, dtype, status)
+    if plan.scores is not None:  # a study's own cache, kept in git: one shard per unit
+        from surefast.scoring.cache import compact
+
+        for folder in Path(plan.scores).glob("*-*"):
+            compact(folder)
     if plan.deployment:
         _deployment(run, loaded, f"{model}|{comp.label}", config, status)
     del loaded
     gc.collect()  # one model in memory at a time
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    return JobOutcome(model, comp.label, False, time.perf_counter() - start, comp_seconds, params, worker)
+    facts = cpu_facts()
+    return JobOutcome(
+        model,
+        comp.label,
+        False,
+        time.perf_counter() - start,
+        comp_seconds,
+        params,
+        worker,
+        started,
+        int(facts["threads"]),
+        f"{facts['cpu_model']} ({facts['cpu_capability']})",
+        others.share(),
+    )
 
 
 def run_study_local(
@@ -213,6 +246,32 @@ def _deployment(run: Run, loaded: Any, key: str, config: Any, status: JobProgres
     measured = measure_deployment(loaded.model, loaded.tokenizer, config)
     with run.editing_meta() as meta:
         meta.setdefault("deployment", {})[key] = measured
+
+
+def _acceptance(
+    run: Run, loaded: Any, key: str, config: AcceptanceConfig, dtype: Any, status: JobProgress | None
+) -> None:
+    """SAGE's acceptance of ``config.draft`` (dense) on this job's model, once (``run.json``:
+    ``acceptance``); a model without the draft's tokenizer gets the reason instead."""
+    if key in run.read_meta().get("acceptance", {}):
+        return
+    from surefast.bench.acceptance import measure_acceptance
+    from surefast.machine import OtherLoad, cpu_facts
+    from surefast.models import load_model
+
+    if status:
+        status(f"{key.replace('|', ' / ')}: SAGE acceptance with the dense {config.draft}")
+    draft = load_model(config.draft, dtype=dtype, work="scoring")
+    others = OtherLoad()
+    try:
+        measured: dict[str, Any] = measure_acceptance(loaded, draft, config)
+        measured |= {"threads": cpu_facts()["threads"], "other_cores": others.share()}
+    except SurefastError as exc:  # a different tokenizer: recorded, so the job counts as done
+        measured = {"skipped": exc.message}
+    del draft
+    gc.collect()
+    with run.editing_meta() as meta:
+        meta.setdefault("acceptance", {})[key] = measured
 
 
 def _record(run: Run, outcome: JobOutcome) -> None:
