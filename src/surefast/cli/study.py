@@ -213,7 +213,7 @@ def plan_cmd(
 
     plan = _plan(path, n, data)
     targets = parse_detect(detect) if detect is not None else {}  # a bad --detect stops before any model loads
-    results = Store(store)
+    results = Store(store if store is not None else plan.store)
     variance = plan_variance(plan, results, pilot)
     run = Run(results.root, plan.run_id) if plan.run_id in results.runs() else None
     print_cells(plan, run, estimate_jobs(plan) if estimate else None)
@@ -233,6 +233,9 @@ def run_cmd(
         Path | None, typer.Option("--report", help="report folder (default <store>/../reports/<run id>)")
     ] = None,
     estimate: Annotated[bool, typer.Option(help="measure and print the time estimate first")] = True,
+    commit: Annotated[
+        bool, typer.Option(help="git commit the plan's store and score cache after each job (a study kept in git)")
+    ] = False,
 ) -> None:
     """Run every (model, compression) job of a plan, then write the report. Safe to kill and rerun."""
     from surefast.bench.report import build_report, default_report_dir
@@ -241,7 +244,7 @@ def run_cmd(
     if executor not in ("local", "ray"):
         raise SurefastError(f"unknown executor {executor!r}", "choose local or ray")
     malformed = load_tasks(plan)  # a missing source or a malformed row stops the study here, not in a job
-    results = Store(store)
+    results = Store(store if store is not None else plan.store)
     existing = Run(results.root, plan.run_id) if plan.run_id in results.runs() else None
     print_cells(plan, existing, estimate_jobs(plan) if estimate else None)
     if any(malformed.values()):
@@ -256,6 +259,10 @@ def run_cmd(
         what = "already done" if outcome.skipped else f"{outcome.seconds / 60:.1f} min"
         extra = f" (compression {outcome.compression_seconds:.0f} s)" if outcome.compression_seconds else ""
         console.print(f"[green]✓[/] {escape(outcome.model)} / {escape(outcome.compression)}: {what}{extra}")
+        if commit and not outcome.skipped:
+            note = commit_study(plan, results, f"{outcome.model} / {outcome.compression}, {what}{extra}")
+            if note:
+                console.print(f"[yellow]{escape(note)}[/]")
 
     try:
         if executor == "ray":
@@ -293,3 +300,105 @@ def run_cmd(
     folder = report_dir or default_report_dir(results, run.run_id)
     html = build_report(results, [run.run_id], folder, title=f"surefast study: {plan.name}")
     console.print(f"[bold]report:[/] {escape(str(html.resolve()))}")
+
+
+def commit_study(plan: StudyPlan, results: Store, what: str) -> str | None:
+    """``git add`` the study's store and score cache and commit them, so another clone resumes from
+    here; returns a one-line warning when git refuses (the study goes on: its files are safe on disk)."""
+    import subprocess
+
+    paths = [str(results.root), *([plan.scores] if plan.scores else [])]
+    where = Path(paths[0])
+    try:
+        subprocess.run(["git", "add", "--", *paths], cwd=where, check=True, capture_output=True, text=True)
+        staged = subprocess.run(["git", "diff", "--cached", "--quiet", "--", *paths], cwd=where, capture_output=True)
+        if staged.returncode == 0:
+            return None  # nothing new
+        message = f"study {plan.name}: {what}"
+        subprocess.run(
+            ["git", "commit", "-q", "-m", message, "--", *paths], cwd=where, check=True, capture_output=True, text=True
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        return f"--commit: git did not commit ({' '.join(str(detail).split())[:200]}); the results are on disk"
+    return None
+
+
+def _packaged_size(model: str) -> float | None:
+    """A packaged model's parameter count from the registry (``"1,777M"``), before it is ever loaded."""
+    from surefast.models.registry import REGISTRY
+
+    entry = REGISTRY.get(model)
+    if entry is None:
+        return None
+    text = entry.params.replace(",", "").strip()
+    scale = {"K": 1e3, "M": 1e6, "B": 1e9}.get(text[-1:].upper())
+    try:
+        return float(text[:-1]) * scale if scale else float(text)
+    except ValueError:
+        return None
+
+
+def write_study_report(plan: StudyPlan, results: Store, pilot: str | None, out: Path | None) -> Path:
+    """``REPORT.md`` (verdicts, power, acceptance, jobs) and the HTML report under ``out/report``;
+    ``out`` defaults to the folder holding the plan's store (``studies/<name>/``). Returns REPORT.md."""
+    from surefast.bench.power import parse_detect, power_plan
+    from surefast.bench.report import build_report, default_report_dir
+    from surefast.bench.report.build import load_rows, sweeps_from_labels
+    from surefast.bench.report.study_report import remaining_jobs, study_sections
+
+    if plan.run_id not in results.runs():
+        raise SurefastError(
+            f"nothing stored yet for {plan.source or plan.name} in {results.root}",
+            f"run `surefast study run {plan.source}` first",
+        )
+    run = Run(results.root, plan.run_id)
+    meta = run.read_meta()
+    rows, sizes = load_rows(results, [run.run_id])
+    known = {m: s for m in plan.models if (s := sizes.get(m) or _packaged_size(m)) is not None}
+    todo = [(m, c.label) for m, c in plan.jobs() if not job_done(run, plan, m, c)]
+    variance = plan_variance(plan, results, pilot)
+    power = power_plan(plan.bench.n, len(plan.bench.tasks), variance, parse_detect("acc=2,set_size=0.2"))
+    sweeps = sweeps_from_labels({c.label for c in plan.compressions})
+    alpha = min(plan.bench.alphas, key=lambda a: abs(a - 0.1))
+    lead = study_sections(rows, sizes, sweeps, meta, remaining_jobs(todo, meta.get("jobs", {}), known), power, alpha)
+    folder = out or (Path(plan.store).parent if plan.store else default_report_dir(results, run.run_id))
+    build_report(results, [run.run_id], folder / "report", title=f"surefast study: {plan.name}", lead=lead)
+    done = len(plan.jobs()) - len(todo)
+    intro = (
+        f"Plan `{plan.source}`, run `{run.run_id}`: {done} of {len(plan.jobs())} jobs done, "
+        f"n = {plan.bench.n} items per task, tasks {', '.join(plan.bench.tasks)}, strategies "
+        f"{', '.join(plan.bench.strategies)}, scores {', '.join(plan.bench.score_fns)}, alpha {alpha:g}, "
+        f"{plan.bench.n_splits} splits, {plan.bench.n_boot} item-bootstrap replicates. Written by "
+        f"`surefast study report {plan.source}` from the stored results; the verdicts change as jobs finish."
+    )
+    md = (
+        f"# Study {plan.name}: the three findings\n\n{intro}\n\n"
+        + "\n\n".join(f"## {s.title}\n\n{s.markdown}" for s in lead)
+        + "\n\nThe full report (every cell, plots, conditional coverage, per-item diagnostics): "
+        "[report/report.md](report/report.md), or open report/report.html.\n"
+    )
+    path = folder / "REPORT.md"
+    from surefast.atomic import write_errors
+
+    with write_errors(folder):
+        path.write_text(md)
+    return path
+
+
+@app.command("report")
+def report_cmd(
+    path: Annotated[Path, typer.Argument(help="study plan (YAML)")],
+    store: Annotated[Path | None, typer.Option(help="results store folder (default: the plan's store)")] = None,
+    pilot: Annotated[
+        str | None, typer.Option(help="measure the power's variance on this run (default: the study's own run)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="folder for REPORT.md and report/ (default: the folder of the plan's store)")
+    ] = None,
+) -> None:
+    """The study's verdicts on the three findings (REPORT.md) and its HTML report, from what is stored."""
+    plan = _plan(path, None, None)
+    results = Store(store if store is not None else plan.store)
+    written = write_study_report(plan, results, pilot, out)
+    console.print(f"[bold]report:[/] {escape(str(written.resolve()))}")

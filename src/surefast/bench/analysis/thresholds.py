@@ -38,6 +38,14 @@ def _sse_hinge(x: np.ndarray, y: np.ndarray, c: float) -> float:
     return float(((design @ coef - y) ** 2).sum())
 
 
+def best_hinge(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``(x_c, SSE)`` of the hinge that fits ``y`` best, ``x_c`` among the interior levels of sorted ``x``."""
+    candidates = x[1:-1]  # a hinge needs points on both sides
+    sse = [_sse_hinge(x, y, c) for c in candidates]
+    best = int(np.argmin(sse))
+    return float(candidates[best]), sse[best]
+
+
 def sweep_jump(levels: list[float] | np.ndarray, values: list[float] | np.ndarray) -> SweepJump:
     x, y = np.asarray(levels, dtype=float), np.asarray(values, dtype=float)
     order = np.argsort(x)
@@ -51,9 +59,6 @@ def sweep_jump(levels: list[float] | np.ndarray, values: list[float] | np.ndarra
     changepoint, score = None, float("nan")
     if len(x) >= 4:
         line = _sse_line(x, y)
-        candidates = x[1:-1]  # a hinge needs points on both sides
-        sse = [_sse_hinge(x, y, c) for c in candidates]
-        best = int(np.argmin(sse))
-        changepoint = float(candidates[best])
-        score = float(1 - sse[best] / line) if line > 1e-12 else float("nan")
+        changepoint, sse = best_hinge(x, y)
+        score = float(1 - sse / line) if line > 1e-12 else float("nan")
     return SweepJump(float(steps[i]), float(x[i + 1]), last_share, changepoint, score)

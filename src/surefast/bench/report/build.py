@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,11 @@ def _items_per_task(store: Store, run_ids: list[str]) -> int | None:
     return n if isinstance(n, int) and not isinstance(n, bool) else None
 
 
-def build_report(store: Store, run_ids: list[str], out_dir: Path, title: str = "surefast report") -> Path:
-    """Write ``report.html`` (self-contained) and ``report.md`` (+ PNGs) into ``out_dir``; return the HTML path."""
+def build_report(
+    store: Store, run_ids: list[str], out_dir: Path, title: str = "surefast report", lead: Sequence[Section] = ()
+) -> Path:
+    """Write ``report.html`` (self-contained) and ``report.md`` (+ PNGs) into ``out_dir``; return the HTML path.
+    ``lead``: sections placed first (a study's verdicts, :mod:`surefast.bench.report.study_report`)."""
     rows, sizes = load_rows(store, run_ids)
     ids = [store.run(r).run_id for r in run_ids]  # prefixes and "latest" resolved, as load_rows does
     deployment = load_deployment(store, run_ids)
@@ -131,6 +135,7 @@ def build_report(store: Store, run_ids: list[str], out_dir: Path, title: str = "
             "\n".join(f"- {t}" for t in text),
         ),
     )
+    sections[:0] = lead
     intro = (
         f"Runs: {', '.join(run_ids)}. Metrics at alpha = {alpha:g}, averaged over prompt strategies, conformal "
         "scores (LAC, APS) and random calibration/test splits. Acc = accuracy, Cov = coverage, SS = mean "
