@@ -166,3 +166,18 @@ def test_commit_study_commits_only_the_study_and_says_when_git_refuses(repo_plan
         len(subprocess.run(["git", "log", "--format=%s"], cwd=repo, capture_output=True, text=True).stdout.split("\n"))
         == 2
     )
+
+
+def test_see_also_links_the_fuller_study_from_the_top_of_the_report(repo_plan: Path) -> None:
+    from surefast.cli.study import see_also
+
+    plan = load_plan(repo_plan, {"see_also": "../studies/findings/REPORT.md"})
+    assert plan.see_also == str((repo_plan.parent.parent / "studies" / "findings" / "REPORT.md").resolve())
+    report_dir = repo_plan.parent.parent / "reports" / "demo"
+    report_dir.mkdir(parents=True)
+    (section,) = see_also(plan, report_dir)
+    assert "[studies/findings/REPORT.md](../../studies/findings/REPORT.md)" in section.markdown
+    assert 'href="../../studies/findings/REPORT.md"' in section.html
+    assert see_also(load_plan(repo_plan), report_dir) == []
+    with pytest.raises(SurefastError, match="see_also: expected a file path"):
+        plan_from_dict({"models": ["tiny:llama@0"], "see_also": 3}, "plan.yaml")

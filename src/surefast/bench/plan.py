@@ -22,6 +22,7 @@ Example (``examples/demo_study.yaml`` is the one ``make demo`` runs)::
     store: ../studies/my-study/results   # results store (default $SUREFAST_HOME/results; --store wins)
     scores: ../studies/my-study/scores   # score cache (default $SUREFAST_HOME/scores)
     acceptance: {draft: qwen2.5-coder-0.5b-instruct}   # SAGE acceptance per job (surefast.bench.acceptance)
+    see_also: ../studies/findings/REPORT.md   # linked from the top of the report (a fuller study)
     # also: seed, shots, chat, data, dtype (auto, bf16, fp16, fp32), batch_tokens, skip_malformed
 
 ``dtype: auto`` (the default) scores in the faster of bf16 and fp32 on the machine that runs the
@@ -91,6 +92,7 @@ class StudyPlan:
     store: str | None = None  # results store folder (absolute; None: $SUREFAST_HOME/results)
     scores: str | None = None  # score cache folder (absolute; None: $SUREFAST_HOME/scores)
     acceptance: AcceptanceConfig | None = None  # SAGE acceptance of each job's model with a dense draft
+    see_also: str | None = None  # a fuller study's REPORT.md (absolute), linked from the top of the report
 
     @property
     def run_id(self) -> str:
@@ -138,6 +140,7 @@ KNOWN_KEYS = (
     "store",
     "scores",
     "acceptance",
+    "see_also",
 )
 
 
@@ -378,9 +381,26 @@ def plan_from_dict(data: dict[str, Any], source: str = "") -> StudyPlan:
             parse_spec(acceptance.draft)
         except SurefastError as exc:
             raise SurefastError(f"{_where(source, 'acceptance')}: draft: {exc.message}", exc.hint) from None
+    see_also = data.get("see_also")
+    if see_also is not None:
+        if not isinstance(see_also, str) or not see_also.strip():
+            raise SurefastError(f"{_where(source, 'see_also')}: expected a file path, got {see_also!r}")
+        path = Path(see_also).expanduser()
+        see_also = str((Path(source).resolve().parent / path).resolve() if not path.is_absolute() and source else path)
     name = str(name or (Path(source).stem if source else "study"))
     return StudyPlan(
-        name, tuple(models), tuple(comps), bench, calibration, dtype, source, deployment, store, scores, acceptance
+        name,
+        tuple(models),
+        tuple(comps),
+        bench,
+        calibration,
+        dtype,
+        source,
+        deployment,
+        store,
+        scores,
+        acceptance,
+        see_also,
     )
 
 

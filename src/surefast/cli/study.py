@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -298,7 +298,9 @@ def run_cmd(
             highlight=False,
         )
     folder = report_dir or default_report_dir(results, run.run_id)
-    html = build_report(results, [run.run_id], folder, title=f"surefast study: {plan.name}")
+    html = build_report(
+        results, [run.run_id], folder, title=f"surefast study: {plan.name}", lead=see_also(plan, folder)
+    )
     console.print(f"[bold]report:[/] {escape(str(html.resolve()))}")
 
 
@@ -322,6 +324,23 @@ def commit_study(plan: StudyPlan, results: Store, what: str) -> str | None:
         detail = getattr(exc, "stderr", "") or str(exc)
         return f"--commit: git did not commit ({' '.join(str(detail).split())[:200]}); the results are on disk"
     return None
+
+
+def see_also(plan: StudyPlan, report_dir: Path) -> list[Any]:
+    """The report's first section when the plan names a fuller study's report (``see_also``)."""
+    import html
+    import os
+
+    from surefast.bench.report.blocks import Section, md_text
+
+    if plan.see_also is None:
+        return []
+    target = Path(plan.see_also)
+    href = os.path.relpath(target, report_dir.resolve())
+    shown = "/".join(target.parts[-3:])
+    text = f"This is a small slice. The full example, with the power to answer its questions: {shown}"
+    body = f'<p>{html.escape(text.rsplit(": ", 1)[0])}: <a href="{html.escape(href)}">{html.escape(shown)}</a></p>'
+    return [Section("The full example", body, f"{md_text(text.rsplit(': ', 1)[0])}: [{md_text(shown)}]({href})")]
 
 
 def _packaged_size(model: str) -> float | None:

@@ -64,6 +64,20 @@ def shard_sha(arrays: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
+def shard_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """A shard file's bytes: the four arrays and their :func:`shard_sha`."""
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        uids=arrays["uids"],
+        logits=arrays["logits"],
+        labels=arrays["labels"],
+        shortened=arrays["shortened"],
+        sha=np.array(shard_sha(arrays)),
+    )
+    return buf.getvalue()
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "_", text)[:40] or "x"
 
@@ -154,21 +168,13 @@ class ScoreStore:
             "labels": np.asarray(labels, dtype=np.int64),
             "shortened": np.asarray(shortened, dtype=bool),
         }
-        buf = io.BytesIO()
-        np.savez(
-            buf,
-            uids=arrays["uids"],
-            logits=arrays["logits"],
-            labels=arrays["labels"],
-            shortened=arrays["shortened"],
-            sha=np.array(shard_sha(arrays)),
-        )
+        data = shard_bytes(arrays)
         self._counter += 1
         path = self.folder / f"shard-{time.time_ns():020d}-{os.getpid()}-{self._counter:05d}.npz"
         with write_errors(self.folder):
             self.folder.mkdir(parents=True, exist_ok=True)
             self._write_manifest()
-            atomic_write_bytes(path, buf.getvalue(), fsync=True)
+            atomic_write_bytes(path, data, fsync=True)
         return path
 
 
@@ -212,11 +218,10 @@ def compact(folder: Path) -> int:
                 keep.append((p, i))
     together = {name: np.stack([parts[p][name][i] for p, i in keep]) for name in _SHARD_ARRAYS}
     together["uids"] = together["uids"].astype(str)
-    buf = io.BytesIO()
-    np.savez(buf, **together, sha=np.array(shard_sha(together)))
-    digest = hashlib.sha256(buf.getvalue()).hexdigest()[:12]
+    data = shard_bytes(together)
+    digest = hashlib.sha256(data).hexdigest()[:12]
     with write_errors(folder):
-        atomic_write_bytes(folder / f"{MERGED}-{digest}.npz", buf.getvalue(), fsync=True)
+        atomic_write_bytes(folder / f"{MERGED}-{digest}.npz", data, fsync=True)
         for shard in merged:
             if shard.name != f"{MERGED}-{digest}.npz":
                 shard.unlink(missing_ok=True)
