@@ -225,6 +225,8 @@ def decoupling_verdict(dec: Decoupling, ds: list[Delta]) -> Verdict:
     evidence = []
     for kind, keys in (("hidden inflation", dec.hidden_inflation), ("silent degradation", dec.silent_degradation)):
         for key in keys:
+            if key.task == ALL_TASKS and any(k[:2] == key[:2] and k.task != ALL_TASKS for k in keys):
+                continue  # a task of it is listed: the average would repeat it
             acc = next(d for d in ds if d.key == key and d.metric == "accuracy")
             size = next(d for d in ds if d.key == key and d.metric == "mean_set_size")
             evidence.append(

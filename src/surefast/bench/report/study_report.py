@@ -50,6 +50,9 @@ def verdicts(cells: Cells, sizes: Mapping[str, float], sweeps: Mapping[str, list
         ordered = sorted(members, key=lambda m: members[m])
         out.append(scale_verdict(cells, ordered[0], ordered[-1]))
     models = sorted({k.model for k in cells})
+    if not sweeps:
+        claim = "uncertainty inflates at a threshold rather than gradually"
+        out.append(Verdict("III", claim, "undetermined", ["the plan has no sweep (a method at several levels)"]))
     for method, levels in sorted(sweeps.items()):
         for model in models:
             out.append(threshold_verdict(cells, model, method, list(levels)))
