@@ -258,16 +258,19 @@ def _acceptance(
     from surefast.bench.acceptance import measure_acceptance
     from surefast.machine import OtherLoad, cpu_facts
     from surefast.models import load_model
+    from surefast.speculate.drafts import check_tokenizers
 
     if status:
         status(f"{key.replace('|', ' / ')}: SAGE acceptance with the dense {config.draft}")
     draft = load_model(config.draft, dtype=dtype, work="scoring")
     others = OtherLoad()
     try:
-        measured: dict[str, Any] = measure_acceptance(loaded, draft, config)
-        measured |= {"threads": cpu_facts()["threads"], "other_cores": others.share()}
+        check_tokenizers(loaded.tokenizer, draft.tokenizer, config.draft)
     except SurefastError as exc:  # a different tokenizer: recorded, so the job counts as done
-        measured = {"skipped": exc.message}
+        measured: dict[str, Any] = {"skipped": exc.message}
+    else:  # any other failure stops the job, as a scoring failure would
+        measured = measure_acceptance(loaded, draft, config)
+        measured |= {"threads": cpu_facts()["threads"], "other_cores": others.share()}
     del draft
     gc.collect()
     with run.editing_meta() as meta:

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from surefast.atomic import write_errors
 from surefast.bench.cost import Estimate
 from surefast.bench.plan import CompressionSpec, StudyPlan, load_plan
 from surefast.bench.power import SCALE, UNIT, PowerPlan, Variance
@@ -297,6 +298,10 @@ def run_cmd(
             markup=False,
             highlight=False,
         )
+    if plan.store is not None and report_dir is None:  # a study with its own folder: REPORT.md and report/
+        written = write_study_report(plan, results, None, None)
+        console.print(f"[bold]report:[/] {escape(str(written.resolve()))}")
+        return
     folder = report_dir or default_report_dir(results, run.run_id)
     html = build_report(
         results, [run.run_id], folder, title=f"surefast study: {plan.name}", lead=see_also(plan, folder)
@@ -382,7 +387,10 @@ def write_study_report(plan: StudyPlan, results: Store, pilot: str | None, out: 
     alpha = min(plan.bench.alphas, key=lambda a: abs(a - 0.1))
     lead = study_sections(rows, sizes, sweeps, meta, remaining_jobs(todo, meta.get("jobs", {}), known), power, alpha)
     folder = out or (Path(plan.store).parent if plan.store else default_report_dir(results, run.run_id))
-    build_report(results, [run.run_id], folder / "report", title=f"surefast study: {plan.name}", lead=lead)
+    # studies/<name>/ holds REPORT.md and report/; another plan sharing the store (its pilot)
+    # writes REPORT-<its name>.md and report-<its name>/ beside them, never over them
+    suffix = "" if folder.name == plan.name or out is not None else f"-{plan.name}"
+    build_report(results, [run.run_id], folder / f"report{suffix}", title=f"surefast study: {plan.name}", lead=lead)
     done = len(plan.jobs()) - len(todo)
     intro = (
         f"Plan `{plan.source}`, run `{run.run_id}`: {done} of {len(plan.jobs())} jobs done, "
@@ -391,15 +399,17 @@ def write_study_report(plan: StudyPlan, results: Store, pilot: str | None, out: 
         f"{plan.bench.n_splits} splits, {plan.bench.n_boot} item-bootstrap replicates. Written by "
         f"`surefast study report {plan.source}` from the stored results; the verdicts change as jobs finish."
     )
+    others = sorted(p.name for p in folder.glob("REPORT*.md") if p.name != f"REPORT{suffix}.md")
+    if others:  # e.g. the pilot's report beside the study's
+        intro += " Also in this folder: " + ", ".join(f"[{name}]({name})" for name in others) + "."
     md = (
         f"# Study {plan.name}: the three findings\n\n{intro}\n\n"
         + "\n\n".join(f"## {s.title}\n\n{s.markdown}" for s in lead)
-        + "\n\nThe full report (every cell, plots, conditional coverage, per-item diagnostics): "
-        "[report/report.md](report/report.md), or open report/report.html.\n"
+        + "\n\nThe full report (every cell, plots, conditional coverage, per-item diagnostics) is "
+        f"[report{suffix}/report.html](report{suffix}/report.html), written beside this file by the same command "
+        "(not kept in git: it is rebuilt in seconds from the stored results).\n"
     )
-    path = folder / "REPORT.md"
-    from surefast.atomic import write_errors
-
+    path = folder / f"REPORT{suffix}.md"
     with write_errors(folder):
         path.write_text(md)
     return path

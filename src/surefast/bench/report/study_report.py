@@ -212,7 +212,7 @@ def remaining_jobs(
             basis = f"{comp} on {j['model']}, scaled by parameters"
         elif same_model:
             minutes = sum(j["seconds"] for j in same_model) / len(same_model) / 60
-            basis = f"mean of {model}'s {len(same_model)} jobs"
+            basis = f"mean of {model}'s {len(same_model)} jobs (their compression times, not this one's)"
         elif done and size and all(sizes.get(j["model"]) for j in done):
             minutes = sum(j["seconds"] / sizes[j["model"]] for j in done) / len(done) * size / 60
             basis = "mean job, scaled by parameters"
