@@ -218,6 +218,18 @@ def threshold_verdict(cells: Cells, model: str, method: str, levels: list[tuple[
 # --- (I) decoupling -----------------------------------------------------------------------------
 
 
+def _held(kind: str, acc: Delta, size: Delta) -> str:
+    """What "holds" means at this power: a held accuracy (or set size) is one whose change is not
+    significant, and its interval says how large a change is not excluded."""
+    held = acc if kind == "hidden inflation" else size
+    if held.significant:
+        return ""
+    scale, unit = (100, " points") if held is acc else (1, " options")
+    bound = scale * max(abs(held.ci_low), abs(held.ci_high))
+    name = "accuracy" if held is acc else "set size"
+    return f"; {name} holds at this power only: a change of up to {bound:.3g}{unit} either way is not excluded"
+
+
 def decoupling_verdict(dec: Decoupling, ds: list[Delta]) -> Verdict:
     claim = "compression decouples accuracy from uncertainty (hidden inflation or silent degradation)"
     per_task = [d for d in ds if d.key.task != ALL_TASKS and d.metric in ("accuracy", "mean_set_size")]
@@ -232,7 +244,7 @@ def decoupling_verdict(dec: Decoupling, ds: list[Delta]) -> Verdict:
             evidence.append(
                 f"{kind}: {key.model} {key.compression} on {key.task}: accuracy {100 * acc.value:+.1f} points "
                 f"(95% {100 * acc.ci_low:+.1f} to {100 * acc.ci_high:+.1f}), set size {size.value:+.3f} "
-                f"(95% {size.ci_low:+.3f} to {size.ci_high:+.3f})"
+                f"(95% {size.ci_low:+.3f} to {size.ci_high:+.3f})" + _held(kind, acc, size)
             )
     if per_task:
         acc_mde = [(Z95 + Z80) * (d.ci_high - d.ci_low) / (2 * Z95) for d in per_task if d.metric == "accuracy"]
