@@ -180,6 +180,10 @@ PLAN_CASES: dict[str, tuple[str, str]] = {
     "deployment": ("deployment: 3", "deployment: expected true or false"),
     "batch_tokens": ("batch_tokens: 0", "batch_tokens"),
     "skip_malformed": ("skip_malformed: 'yes'", "skip_malformed"),
+    "store": ("store: [a]", "store: expected a folder path"),
+    "scores": ("scores: plan.yaml", "scores: not a folder"),
+    "acceptance": ("acceptance: {prompts: 2}", "acceptance: no draft given"),
+    "see_also": ("see_also: ''", "see_also: expected a file path"),
 }
 
 
