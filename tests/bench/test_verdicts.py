@@ -7,6 +7,7 @@ import pytest
 
 from surefast.bench.analysis import decoupling, deltas
 from surefast.bench.analysis.cells import ALL_TASKS, Cell, CellKey, Cells
+from surefast.bench.analysis.deltas import Delta
 from surefast.bench.analysis.verdicts import (
     REFUTED,
     REPRODUCED,
@@ -150,3 +151,21 @@ def test_no_change_anywhere_leaves_finding_one_undetermined() -> None:
     cells = per_task("gptq", 2.0, 0.50, (2.0, 0.50), rng)
     ds = deltas(cells)
     assert decoupling_verdict(decoupling(ds), ds).verdict == UNDETERMINED
+
+
+def _pair(compression: str, task: str, acc: tuple[float, float, float], size: tuple[float, float, float]):
+    key = CellKey(SMALL, compression, task)
+    return [Delta(key, "accuracy", *acc, baseline=0.3), Delta(key, "mean_set_size", *size, baseline=3.0)]
+
+
+def test_one_nominal_cell_among_many_does_not_reproduce_finding_one() -> None:
+    # accuracy holds, sets grow 0.15 (95% 0.03 to 0.27: p = 0.014 alone); 20 unchanged cells beside it
+    odd = _pair("sparsegpt-50", "halu_dialogue", (0.0, -0.03, 0.03), (0.15, 0.03, 0.27))
+    nulls = [d for i in range(20) for d in _pair(f"wanda-{i}", "mmlu", (0.001, -0.03, 0.032), (0.01, -0.1, 0.12))]
+    alone = decoupling_verdict(decoupling(odd), odd)
+    assert alone.verdict == REPRODUCED  # 2 tests: Holm-adjusted 0.028
+    ds = odd + nulls
+    found = decoupling_verdict(decoupling(ds), ds)
+    assert found.verdict == UNDETERMINED
+    assert any("none after Holm's correction over 42 tests" in e for e in found.evidence)
+    assert any(e.startswith("hidden inflation: ") and "not significant once" in e for e in found.evidence)

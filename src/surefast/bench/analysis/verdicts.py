@@ -2,7 +2,9 @@
 
 (I)   *Compression decouples accuracy from uncertainty*: some compressed cell keeps its accuracy
       while its prediction sets grow (hidden inflation), or loses accuracy while its sets do not
-      grow (silent degradation); :mod:`.decoupling` finds them.
+      grow (silent degradation); :mod:`.decoupling` finds them. A study screens every cell, so
+      the changed metric must stay significant after Holm's correction over all the cells'
+      accuracy and set-size tests (:mod:`.holm`) for the finding to count as reproduced.
 (II)  *Larger models absorb compression-induced uncertainty better*: under one compression, the
       set-size increase of the smaller model of a family exceeds the larger one's. Tested as a
       difference of paired differences, ``(c_s - d_s) - (c_l - d_l)`` (c compressed, d dense,
@@ -29,6 +31,7 @@ import numpy as np
 from surefast.bench.analysis.cells import ALL_TASKS, CellKey, Cells
 from surefast.bench.analysis.decoupling import Decoupling
 from surefast.bench.analysis.deltas import Z95, Delta
+from surefast.bench.analysis.holm import holm, normal_p_value
 from surefast.bench.analysis.thresholds import best_hinge, sweep_jump
 
 Z80 = 0.8416212335729143
@@ -234,18 +237,35 @@ def decoupling_verdict(dec: Decoupling, ds: list[Delta]) -> Verdict:
     claim = "compression decouples accuracy from uncertainty (hidden inflation or silent degradation)"
     per_task = [d for d in ds if d.key.task != ALL_TASKS and d.metric in ("accuracy", "mean_set_size")]
     cells = sorted({d.key for d in per_task})
-    evidence = []
+    # Every cell's accuracy and set-size test is one family: a decoupled cell counts when its
+    # changed metric stays significant after Holm's correction over all of them.
+    family = [d for d in ds if d.metric in ("accuracy", "mean_set_size")]
+    p = holm(np.array([normal_p_value(d.value, d.ci_low, d.ci_high) for d in family]))
+    adjusted = {(d.key, d.metric): float(q) for d, q in zip(family, p, strict=True)}
+    evidence, decoupled, survivors = [], 0, 0
     for kind, keys in (("hidden inflation", dec.hidden_inflation), ("silent degradation", dec.silent_degradation)):
         for key in keys:
             if key.task == ALL_TASKS and any(k[:2] == key[:2] and k.task != ALL_TASKS for k in keys):
                 continue  # a task of it is listed: the average would repeat it
             acc = next(d for d in ds if d.key == key and d.metric == "accuracy")
             size = next(d for d in ds if d.key == key and d.metric == "mean_set_size")
+            q = adjusted[(key, "mean_set_size" if kind == "hidden inflation" else "accuracy")]
+            decoupled += 1
+            survivors += int(q < 0.05)
             evidence.append(
                 f"{kind}: {key.model} {key.compression} on {key.task}: accuracy {100 * acc.value:+.1f} points "
                 f"(95% {100 * acc.ci_low:+.1f} to {100 * acc.ci_high:+.1f}), set size {size.value:+.3f} "
-                f"(95% {size.ci_low:+.3f} to {size.ci_high:+.3f})" + _held(kind, acc, size)
+                f"(95% {size.ci_low:+.3f} to {size.ci_high:+.3f})"
+                + _held(kind, acc, size)
+                + f"; Holm-adjusted p {q:.2g} over {len(family)} tests"
+                + ("" if q < 0.05 else ", not significant once every cell's test is counted")
             )
+    if decoupled and not survivors:
+        evidence.append(
+            f"{decoupled} cell(s) decouple at the 5% level of one test, none after Holm's correction over "
+            f"{len(family)} tests (about {0.05 * len(family):.1f} per-test false findings are expected if "
+            "nothing changed)"
+        )
     if per_task:
         acc_mde = [(Z95 + Z80) * (d.ci_high - d.ci_low) / (2 * Z95) for d in per_task if d.metric == "accuracy"]
         size_mde = [(Z95 + Z80) * (d.ci_high - d.ci_low) / (2 * Z95) for d in per_task if d.metric == "mean_set_size"]
@@ -259,7 +279,7 @@ def decoupling_verdict(dec: Decoupling, ds: list[Delta]) -> Verdict:
             f"across {dec.n_cells} cells, the accuracy change and the set-size change correlate "
             f"(Pearson {dec.pearson:+.2f}, Spearman {dec.spearman:+.2f})"
         )
-    if dec.hidden_inflation or dec.silent_degradation:
+    if survivors:
         return Verdict("I", claim, REPRODUCED, evidence)
     both = [k for k in cells if all(d.significant for d in per_task if d.key == k)]
     coupled = [
