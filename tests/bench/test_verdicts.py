@@ -169,3 +169,20 @@ def test_one_nominal_cell_among_many_does_not_reproduce_finding_one() -> None:
     assert found.verdict == UNDETERMINED
     assert any("none after Holm's correction over 42 tests" in e for e in found.evidence)
     assert any(e.startswith("hidden inflation: ") and "not significant once" in e for e in found.evidence)
+
+
+def test_the_reports_decoupling_sentence_names_the_adjusted_p_value() -> None:
+    from surefast.bench.report.findings import hidden_inflation, silent_degradation
+
+    odd = _pair("sparsegpt-50", "halu_dialogue", (0.0, -0.03, 0.03), (0.15, 0.03, 0.27))
+    loss = _pair("wanda-50", "mmlu", (-0.2, -0.25, -0.15), (0.0, -0.05, 0.05))  # p ~ 1e-15: survives
+    nulls = [d for i in range(20) for d in _pair(f"wanda-{i}", "mmlu", (0.001, -0.03, 0.032), (0.01, -0.1, 0.12))]
+    ds = odd + loss + nulls
+    dec = decoupling(ds)
+    (inflated,) = hidden_inflation(dec, ds, one_task=False)
+    # raw p 0.0143, second smallest of 44: Holm multiplies it by 43
+    assert "Holm-adjusted p 0.61 over 44 tests, not significant once every cell's test is counted" in inflated
+    (silent,) = silent_degradation(dec, ds, one_task=False)
+    assert "Holm-adjusted p" in silent and "not significant once" not in silent
+    (alone,) = hidden_inflation(decoupling(odd), odd, one_task=False)
+    assert "Holm" not in alone  # one cell, one test of its set size: nothing to correct for

@@ -14,7 +14,10 @@ import math
 
 import numpy as np
 
-from surefast.bench.analysis.deltas import Z95
+from surefast.bench.analysis.cells import CellKey
+from surefast.bench.analysis.deltas import Z95, Delta
+
+DECOUPLING_METRICS = ("accuracy", "mean_set_size")  # the tests a decoupling screen counts
 
 
 def normal_p_value(value: float, low: float, high: float) -> float:
@@ -36,4 +39,11 @@ def holm(p: np.ndarray) -> np.ndarray:
     return adjusted
 
 
-__all__ = ["holm", "normal_p_value"]
+def adjusted_p_values(ds: list[Delta]) -> dict[tuple[CellKey, str], float]:
+    """Holm-adjusted p-value of every cell's accuracy and set-size delta, one family for all."""
+    family = [d for d in ds if d.metric in DECOUPLING_METRICS]
+    p = holm(np.array([normal_p_value(d.value, d.ci_low, d.ci_high) for d in family]))
+    return {(d.key, d.metric): float(q) for d, q in zip(family, p, strict=True)}
+
+
+__all__ = ["DECOUPLING_METRICS", "adjusted_p_values", "holm", "normal_p_value"]

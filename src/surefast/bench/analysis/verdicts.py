@@ -31,7 +31,7 @@ import numpy as np
 from surefast.bench.analysis.cells import ALL_TASKS, CellKey, Cells
 from surefast.bench.analysis.decoupling import Decoupling
 from surefast.bench.analysis.deltas import Z95, Delta
-from surefast.bench.analysis.holm import holm, normal_p_value
+from surefast.bench.analysis.holm import DECOUPLING_METRICS, adjusted_p_values
 from surefast.bench.analysis.thresholds import best_hinge, sweep_jump
 
 Z80 = 0.8416212335729143
@@ -235,13 +235,12 @@ def _held(kind: str, acc: Delta, size: Delta) -> str:
 
 def decoupling_verdict(dec: Decoupling, ds: list[Delta]) -> Verdict:
     claim = "compression decouples accuracy from uncertainty (hidden inflation or silent degradation)"
-    per_task = [d for d in ds if d.key.task != ALL_TASKS and d.metric in ("accuracy", "mean_set_size")]
+    per_task = [d for d in ds if d.key.task != ALL_TASKS and d.metric in DECOUPLING_METRICS]
     cells = sorted({d.key for d in per_task})
     # Every cell's accuracy and set-size test is one family: a decoupled cell counts when its
     # changed metric stays significant after Holm's correction over all of them.
-    family = [d for d in ds if d.metric in ("accuracy", "mean_set_size")]
-    p = holm(np.array([normal_p_value(d.value, d.ci_low, d.ci_high) for d in family]))
-    adjusted = {(d.key, d.metric): float(q) for d, q in zip(family, p, strict=True)}
+    adjusted = adjusted_p_values(ds)
+    n_tests = len(adjusted)
     evidence, decoupled, survivors = [], 0, 0
     for kind, keys in (("hidden inflation", dec.hidden_inflation), ("silent degradation", dec.silent_degradation)):
         for key in keys:
@@ -257,13 +256,13 @@ def decoupling_verdict(dec: Decoupling, ds: list[Delta]) -> Verdict:
                 f"(95% {100 * acc.ci_low:+.1f} to {100 * acc.ci_high:+.1f}), set size {size.value:+.3f} "
                 f"(95% {size.ci_low:+.3f} to {size.ci_high:+.3f})"
                 + _held(kind, acc, size)
-                + f"; Holm-adjusted p {q:.2g} over {len(family)} tests"
+                + f"; Holm-adjusted p {q:.2g} over {n_tests} tests"
                 + ("" if q < 0.05 else ", not significant once every cell's test is counted")
             )
     if decoupled and not survivors:
         evidence.append(
             f"{decoupled} cell(s) decouple at the 5% level of one test, none after Holm's correction over "
-            f"{len(family)} tests (about {0.05 * len(family):.1f} per-test false findings are expected if "
+            f"{n_tests} tests (about {0.05 * n_tests:.1f} per-test false findings are expected if "
             "nothing changed)"
         )
     if per_task:

@@ -14,6 +14,7 @@ import numpy as np
 
 from surefast.bench.analysis import CellKey, Decoupling, Delta, sweep_jump
 from surefast.bench.analysis.cells import ALL_TASKS, Cells
+from surefast.bench.analysis.holm import adjusted_p_values
 from surefast.bench.analysis.scale import ScaleRow
 from surefast.bench.power import mde_of
 
@@ -188,11 +189,24 @@ def hidden_inflation(dec: Decoupling, ds: list[Delta], one_task: bool, at: Items
     for key in _shown(dec.hidden_inflation, one_task):
         acc, size = _pair(ds, key)
         held = "" if acc.significant else f", not significant; {undetectable([acc], at)}"
+        screened = _multiplicity(ds, size)
         out.append(
             f"Hidden inflation: {_label(key)} keeps accuracy ({100 * acc.value:+.1f} points{held}) but its prediction "
-            f"sets grow by {size.value:+.2f} options (95% interval {size.ci_low:+.2f} to {size.ci_high:+.2f})."
+            f"sets grow by {size.value:+.2f} options (95% interval {size.ci_low:+.2f} to {size.ci_high:+.2f}"
+            f"{'; ' + screened if screened else ''})."
         )
     return out
+
+
+def _multiplicity(ds: list[Delta], d: Delta) -> str:
+    """``Holm-adjusted p 0.71 over 78 tests, ...``: whether a cell's change survives the screen of
+    every cell ('' when this run tests a single cell)."""
+    adjusted = adjusted_p_values(ds)
+    if len(adjusted) <= 2:
+        return ""
+    q = adjusted[(d.key, d.metric)]
+    survives = "" if q < 0.05 else ", not significant once every cell's test is counted"
+    return f"Holm-adjusted p {q:.2g} over {len(adjusted)} tests{survives}"
 
 
 def silent_degradation(dec: Decoupling, ds: list[Delta], one_task: bool, at: Items = UNKNOWN) -> list[str]:
@@ -201,9 +215,11 @@ def silent_degradation(dec: Decoupling, ds: list[Delta], one_task: bool, at: Ite
     for key in _shown(dec.silent_degradation, one_task):
         acc, size = _pair(ds, key)
         flat = "" if size.significant else f", not significant; {undetectable([size], at, 'a growth')}"
+        screened = _multiplicity(ds, acc)
         out.append(
             f"Silent degradation: {_label(key)} loses {100 * -acc.value:.1f} accuracy points while its sets "
-            f"do not grow ({size.value:+.2f} options{flat}): uncertainty does not warn of the loss."
+            f"do not grow ({size.value:+.2f} options{flat}): uncertainty does not warn of the loss"
+            f"{f' ({screened})' if screened else ''}."
         )
     return out
 
