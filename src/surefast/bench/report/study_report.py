@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping
 from dataclasses import dataclass
+from statistics import median
 from typing import Any
 
 from surefast.bench.analysis import cells_from_rows, decoupling, deltas
@@ -237,15 +238,13 @@ def _compression_ratio(
 ) -> tuple[float, str]:
     """How many times longer ``model``'s compressions take than ``ref``'s, and how that is known."""
     seconds = {(j["model"], j["compression"]): j.get("compression_seconds", 0) for j in done}
-    ratios = sorted(
+    ratios = [
         seconds[(model, c)] / seconds[(ref, c)]
         for m, c in seconds
         if m == ref and seconds[(ref, c)] >= 1 and seconds.get((model, c), 0) >= 1
-    )
+    ]
     if ratios:
-        mid = len(ratios) // 2
-        median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
-        return median, f"median of {len(ratios)} measured compression{'s' if len(ratios) > 1 else ''}"
+        return median(ratios), f"median of {len(ratios)} measured compression{'s' if len(ratios) > 1 else ''}"
     if sizes.get(model) and sizes.get(ref):
         return sizes[model] / sizes[ref], "parameter ratio"
     return 1.0, "unscaled: no size known"
