@@ -185,11 +185,11 @@ def _pair(ds: list[Delta], key: CellKey) -> tuple[Delta, Delta]:
 
 def hidden_inflation(dec: Decoupling, ds: list[Delta], one_task: bool, at: Items = UNKNOWN) -> list[str]:
     """Cells that keep their accuracy while their prediction sets grow."""
-    out = []
+    out, adjusted = [], adjusted_p_values(ds)
     for key in _shown(dec.hidden_inflation, one_task):
         acc, size = _pair(ds, key)
         held = "" if acc.significant else f", not significant; {undetectable([acc], at)}"
-        screened = _multiplicity(ds, size)
+        screened = _multiplicity(adjusted, size)
         out.append(
             f"Hidden inflation: {_label(key)} keeps accuracy ({100 * acc.value:+.1f} points{held}) but its prediction "
             f"sets grow by {size.value:+.2f} options (95% interval {size.ci_low:+.2f} to {size.ci_high:+.2f}"
@@ -198,10 +198,9 @@ def hidden_inflation(dec: Decoupling, ds: list[Delta], one_task: bool, at: Items
     return out
 
 
-def _multiplicity(ds: list[Delta], d: Delta) -> str:
+def _multiplicity(adjusted: dict[tuple[CellKey, str], float], d: Delta) -> str:
     """``Holm-adjusted p 0.71 over 78 tests, ...``: whether a cell's change survives the screen of
-    every cell ('' when this run tests a single cell)."""
-    adjusted = adjusted_p_values(ds)
+    every cell (``adjusted``: :func:`adjusted_p_values` of the run; '' when it tests a single cell)."""
     if len(adjusted) <= 2:
         return ""
     q = adjusted[(d.key, d.metric)]
@@ -211,11 +210,11 @@ def _multiplicity(ds: list[Delta], d: Delta) -> str:
 
 def silent_degradation(dec: Decoupling, ds: list[Delta], one_task: bool, at: Items = UNKNOWN) -> list[str]:
     """Cells that lose accuracy while their sets do not grow: uncertainty gives no warning."""
-    out = []
+    out, adjusted = [], adjusted_p_values(ds)
     for key in _shown(dec.silent_degradation, one_task):
         acc, size = _pair(ds, key)
         flat = "" if size.significant else f", not significant; {undetectable([size], at, 'a growth')}"
-        screened = _multiplicity(ds, acc)
+        screened = _multiplicity(adjusted, acc)
         out.append(
             f"Silent degradation: {_label(key)} loses {100 * -acc.value:.1f} accuracy points while its sets "
             f"do not grow ({size.value:+.2f} options{flat}): uncertainty does not warn of the loss"
